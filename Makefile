@@ -1,0 +1,56 @@
+# Set-up and everyday commands. Only Python 3.11 and make are needed.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+BACKENDS := jax tensorflow torch
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-jax test-tensorflow test-torch lint legacy-files clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Demo needs one backend only (JAX); the test set-up installs all three.
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[jax]"
+	touch $@
+
+$(VENV)/.all-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[all]"
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/python -m keras_lmu demo
+
+# Runs the whole suite once per backend and fails if any backend fails.
+test: $(VENV)/.all-installed
+	@failed=""; \
+	for backend in $(BACKENDS); do \
+		echo "=== tests on $$backend ==="; \
+		$(MAKE) --no-print-directory test-$$backend || failed="$$failed $$backend"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "tests failed on:$$failed"; exit 1; fi; \
+	echo "tests passed on: $(BACKENDS)"
+
+test-jax: $(VENV)/.all-installed
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-tensorflow: $(VENV)/.all-installed
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-torch: $(VENV)/.all-installed
+	KERAS_BACKEND=torch $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.all-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rebuilds tests/data/legacy with keras-lmu 0.9.0 in a separate environment.
+legacy-files:
+	$(PYTHON) -m venv /tmp/keras-lmu-0.9
+	/tmp/keras-lmu-0.9/bin/pip install --quiet keras-lmu==0.9.0 h5py
+	KERAS_BACKEND=tensorflow /tmp/keras-lmu-0.9/bin/python tests/data/make_legacy_files.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

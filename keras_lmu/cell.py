@@ -1,0 +1,190 @@
+"""``LMUCell``: one step of the Legendre Memory Unit, for ``keras.layers.RNN``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+from keras_lmu.memory import LegendreMemory
+
+
+@keras.saving.register_keras_serializable(package="keras-lmu")
+class LMUCell(DropoutRNNCell, LegendreMemory):
+    """One step of a Legendre Memory Unit (Voelker, Kajić & Eliasmith, 2019).
+
+    For input ``x_t`` and state ``[s_{t-1}, *hidden_states]``::
+
+        u_t = kernel^T [x_t; h_{t-1} if hidden_to_memory]
+              (+ recurrent_kernel^T s_{t-1} if memory_to_memory) (+ bias)
+        m_t[d] = A_bar m_{t-1}[d] + B_bar u_t[d]            for d < memory_d
+        h_t, hidden_states = hidden_cell([s_t; x_t if input_to_hidden], hidden_states)
+
+    where ``s_t`` is the flattened memory ``[m_t[0], ..., m_t[memory_d - 1]]``
+    and ``A_bar, B_bar`` discretize ``theta * dm/dt = A m + B u`` with dt = 1.
+
+    Parameters
+    ----------
+    memory_d : int
+        Number of independent memories (dimensions of ``u``).
+    order : int
+        Legendre coefficients per memory.
+    theta : float
+        Length of the sliding window, in steps (initial value if trainable).
+    hidden_cell : keras.layers.Layer or None
+        A Keras RNN cell (e.g. ``SimpleRNNCell``), a layer without state (e.g.
+        ``Dense``), or None, in which case the output is the memory (plus the
+        input when ``input_to_hidden``).
+    trainable_theta : bool
+        Learn ``theta`` through the weight ``theta_inv = 1 / theta``.
+    hidden_to_memory, memory_to_memory, input_to_hidden : bool
+        Optional connections: ``h_{t-1}`` and ``s_{t-1}`` into the encoder, and
+        ``x_t`` into the hidden component.
+    discretizer : {"zoh", "euler"}
+        Zero-order hold (exact for piecewise-constant input) or forward Euler.
+    kernel_initializer : initializer or None
+        Initializer of ``kernel``; None means no kernel (the input, of size
+        ``memory_d``, is fed to the memory directly).
+    recurrent_initializer, kernel_regularizer, recurrent_regularizer, use_bias,
+    bias_initializer, bias_regularizer
+        As in Keras's RNN cells.
+    dropout : float
+        Fraction of the input dropped in training (one mask per sequence).
+    recurrent_dropout : float
+        Fraction of ``s_{t-1}`` dropped from the memory_to_memory input in training.
+    input_d : int, optional
+        Number of input features; required when ``hidden_cell=None`` and
+        ``input_to_hidden=True``, checked against the input otherwise.
+    seed : int, optional
+        Seed of the dropout masks.
+    trainable_A, trainable_B : bool
+        Learn the continuous ``A`` (order, order) and ``B`` (order,), starting from
+        the Legendre matrices; they are discretized in the graph.
+    """
+
+    def __init__(
+        self,
+        memory_d,
+        order,
+        theta,
+        hidden_cell,
+        trainable_theta=False,
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        discretizer="zoh",
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        use_bias=False,
+        bias_initializer="zeros",
+        bias_regularizer=None,
+        dropout=0,
+        recurrent_dropout=0,
+        input_d=None,
+        seed=None,
+        trainable_A=False,
+        trainable_B=False,
+        **kwargs,
+    ):
+        super().__init__(
+            memory_d,
+            order,
+            theta,
+            hidden_cell,
+            trainable_theta=trainable_theta,
+            hidden_to_memory=hidden_to_memory,
+            memory_to_memory=memory_to_memory,
+            input_to_hidden=input_to_hidden,
+            discretizer=discretizer,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            bias_regularizer=bias_regularizer,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            input_d=input_d,
+            seed=seed,
+            trainable_A=trainable_A,
+            trainable_B=trainable_B,
+            **kwargs,
+        )
+        self._variables_loaded_by_rnn = False
+
+    @property
+    def hidden_state_size(self) -> list[int]:
+        """Sizes of the hidden component's states (its output, for a stateless layer)."""
+        if self.hidden_cell is None:
+            return []
+        if self._hidden_is_rnn_cell:
+            size = self.hidden_cell.state_size
+            return list(size) if isinstance(size, (list, tuple)) else [size]
+        return [self._hidden_output_size()]
+
+    @property
+    def state_size(self) -> list[int]:
+        """``[memory_d * order] + hidden_state_size``."""
+        return [self.memory_d * self.order] + self.hidden_state_size
+
+    @property
+    def output_size(self) -> int:
+        return self._hidden_output_size()
+
+    def build(self, input_shape):
+        input_d = input_shape[-1]
+        if input_d is None:
+            raise ValueError(f"{self.name} needs a known number of input features")
+        self._build_memory(int(input_d))
+        self._build_hidden(int(input_d))
+        self.built = True
+
+    def get_initial_state(self, batch_size=None):
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+
+    def call(self, inputs, states, training=False):
+        memory, hidden_states = states[0], list(states[1:])
+        if training and self.dropout > 0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        encoder_input = inputs
+        if self.hidden_to_memory:
+            encoder_input = ops.concatenate([inputs, hidden_states[0]], axis=-1)
+        u = self.encode(encoder_input)
+        if self.memory_to_memory:
+            memory_input = memory
+            if training and self.recurrent_dropout > 0:
+                memory_input = memory * self.get_recurrent_dropout_mask(memory)
+            u = u + ops.matmul(memory_input, self.recurrent_kernel)
+        A_bar, B_bar = self.discrete_system()
+        memory = ops.reshape(memory, (-1, self.memory_d, self.order))
+        memory = ops.matmul(memory, ops.transpose(A_bar)) + ops.expand_dims(u, -1) * B_bar
+        memory = ops.reshape(memory, (-1, self.memory_d * self.order))
+        output, hidden_states = self._hidden_step(memory, inputs, hidden_states, training)
+        return output, [memory] + hidden_states
+
+    def _hidden_step(self, memory, inputs, hidden_states, training):
+        hidden_input = memory
+        if self.input_to_hidden:
+            hidden_input = ops.concatenate([memory, inputs], axis=-1)
+        if self.hidden_cell is None:
+            return hidden_input, []
+        if self._hidden_is_rnn_cell:
+            output, hidden_states = self.hidden_cell(hidden_input, hidden_states, training=training)
+            if not isinstance(hidden_states, (list, tuple)):
+                hidden_states = [hidden_states]
+            return output, list(hidden_states)
+        output = self.hidden_cell(hidden_input, training=training)
+        return output, [output]
+
+    def load_own_variables(self, store):
+        # Inside an ``LMU``, a file may hold these variables one level up, where an
+        # ``LMUFeedforward`` keeps them; the RNN wrapper has then loaded them already.
+        if self._variables_loaded_by_rnn and len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
+
+    def get_config(self):
+        return {**super().get_config(), **self._memory_config(), "input_d": self.input_d}

@@ -1,0 +1,274 @@
+"""``LMUFeedforward``: the LMU memory computed in parallel over the whole sequence."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lmu import legendre, validation
+from keras_lmu import ops as lmu_ops
+from keras_lmu.memory import LegendreMemory
+
+CONV_MODES = ("fft", "raw")
+
+
+@keras.saving.register_keras_serializable(package="keras-lmu")
+class LMUFeedforward(LegendreMemory):
+    """A Legendre Memory Unit whose memory is computed for all steps at once.
+
+    Without recurrence into the memory the LMU is a linear time-invariant system,
+    and the memory sequence is the causal convolution of the encoded input
+    ``v_t = kernel^T x_t (+ bias)`` with the impulse response ``H[k] = A_bar^k B_bar``
+    (Chilkuri & Eliasmith, 2021)::
+
+        m_t[d] = sum_{k <= t} H[k] v_{t-k}[d]
+
+    With ``memory_to_memory`` the memory is still linear: ``s_t = M s_{t-1} + G v_t``
+    with ``M = I (x) A_bar + G R^T`` and ``G = I (x) B_bar``, so the same convolution
+    applies with the response ``M^k G``. When only the last step is read
+    (``return_sequences=False`` and a hidden component without state), only
+    ``m_{T-1} = sum_t H[T-1-t] v_t`` is computed, a single contraction over time.
+
+    Parameters
+    ----------
+    memory_d, order, theta, hidden_cell, input_to_hidden, discretizer,
+    kernel_initializer, kernel_regularizer, use_bias, bias_initializer,
+    bias_regularizer, dropout
+        As in :class:`LMUCell`. A ``hidden_cell`` with state runs over the memory
+        sequence as a Keras RNN; a stateless one is applied at every step (or only
+        the last one when ``return_sequences=False``).
+    return_sequences : bool
+        Return every step's output, or only the last one.
+    conv_mode : {"fft", "raw"}
+        How the full memory sequence is computed: FFT convolution or direct
+        convolution.
+    truncate_ir : float or None
+        With ``conv_mode="raw"``, drop the tail of the impulse response holding
+        less than this share of its total magnitude (None keeps it all).
+    trainable_theta, memory_to_memory, recurrent_initializer,
+    recurrent_regularizer, recurrent_dropout, trainable_A, trainable_B, seed
+        As in :class:`LMUCell`. With trainable parameters the impulse response is
+        recomputed in the graph by repeated squaring. ``recurrent_dropout`` needs
+        the step-by-step form: use :class:`LMU` or ``RNN(LMUCell)``.
+    """
+
+    def __init__(
+        self,
+        memory_d,
+        order,
+        theta,
+        hidden_cell,
+        input_to_hidden=False,
+        discretizer="zoh",
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        use_bias=False,
+        bias_initializer="zeros",
+        bias_regularizer=None,
+        dropout=0,
+        return_sequences=False,
+        conv_mode="fft",
+        truncate_ir=1e-4,
+        trainable_theta=False,
+        memory_to_memory=False,
+        recurrent_initializer="orthogonal",
+        recurrent_regularizer=None,
+        recurrent_dropout=0,
+        trainable_A=False,
+        trainable_B=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            memory_d,
+            order,
+            theta,
+            hidden_cell,
+            trainable_theta=trainable_theta,
+            memory_to_memory=memory_to_memory,
+            input_to_hidden=input_to_hidden,
+            discretizer=discretizer,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            bias_regularizer=bias_regularizer,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+            trainable_A=trainable_A,
+            trainable_B=trainable_B,
+            **kwargs,
+        )
+        if self.recurrent_dropout > 0:
+            raise ValueError(
+                "LMUFeedforward cannot apply recurrent_dropout (the dropped memory differs "
+                "per sample and step); use LMU or keras.layers.RNN(LMUCell(...)), got "
+                f"recurrent_dropout={recurrent_dropout!r}"
+            )
+        self.return_sequences = bool(return_sequences)
+        self.conv_mode = validation.choice("conv_mode", conv_mode, CONV_MODES)
+        self.truncate_ir = validation.truncation(truncate_ir)
+        self.impulse_response = None
+        self._responses = {}
+        self._warned_unknown_length = False
+        self._awaiting_variables = False
+        if self._hidden_is_rnn_cell:
+            self.hidden_rnn = keras.layers.RNN(self.hidden_cell, return_sequences=return_sequences)
+
+    # -- building -----------------------------------------------------------------
+
+    def build(self, input_shape):
+        _, steps, input_d = validation.sequence_shape(self.name, input_shape)
+        self._build_memory(int(input_d))
+        hidden_input = (None, steps, self._hidden_input_size(int(input_d)))
+        if self._hidden_is_rnn_cell:
+            self.hidden_rnn.build(hidden_input)
+        elif self.hidden_cell is not None and not self.hidden_cell.built:
+            self.hidden_cell.build(hidden_input[::2])
+        if steps is not None and not self.has_trainable_system:
+            self.impulse_response = self._fixed_response(steps)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        batch, steps, input_d = input_shape
+        size = self._hidden_output_size(input_d)
+        return (batch, steps, size) if self.return_sequences else (batch, size)
+
+    # -- impulse response -------------------------------------------------------------
+
+    @property
+    def _truncates(self) -> bool:
+        return self.conv_mode == "raw" and self.truncate_ir is not None
+
+    def _fixed_response(self, steps: int) -> np.ndarray:
+        """The (possibly truncated) float64 impulse response of a fixed memory."""
+        if steps not in self._responses:
+            A_bar, B_bar = self._fixed_system
+            response = legendre.impulse_response(A_bar, B_bar, steps)
+            if self._truncates:
+                response = response[: legendre.truncation_length(response, self.truncate_ir)]
+            self._responses[steps] = response
+        return self._responses[steps]
+
+    def _memory_response(self, steps: int):
+        """``H`` for ``steps`` steps: (steps, order), or (steps, D*order, D) with memory_to_memory."""
+        dtype = self.compute_dtype
+        if self.memory_to_memory:
+            A_bar, B_bar = self.discrete_system()
+            G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
+            M = _block_diagonal(A_bar, self.memory_d) + ops.matmul(
+                G, ops.transpose(ops.cast(self.recurrent_kernel, dtype))
+            )
+            return lmu_ops.impulse_response(M, G, steps)
+        if not self.has_trainable_system:
+            return ops.convert_to_tensor(self._fixed_response(steps), dtype)
+        A_bar, B_bar = self.discrete_system()
+        return lmu_ops.impulse_response(A_bar, B_bar, steps)
+
+    # -- computation ----------------------------------------------------------------------
+
+    def call(self, inputs, training=False):
+        if training and self.dropout > 0:
+            batch, _, features = ops.shape(inputs)
+            inputs = keras.random.dropout(
+                inputs, self.dropout, noise_shape=(batch, 1, features), seed=self.seed_generator
+            )
+        encoded = self.encode(inputs)
+        if inputs.shape[1] is None:
+            memory = self._memory_by_recurrence(encoded)
+        elif not self.return_sequences and not self._hidden_is_rnn_cell:
+            memory = self._last_memory(encoded)
+            return self._hidden_output(memory, inputs[:, -1], training)
+        else:
+            memory = self._all_memories(encoded)
+        return self._hidden_output(memory, inputs, training)
+
+    def _last_memory(self, encoded):
+        response = self._memory_response(encoded.shape[1])
+        memory = lmu_ops.last_step_memory(encoded, response)
+        return ops.reshape(memory, (-1, self.memory_d * self.order))
+
+    def _all_memories(self, encoded):
+        steps = encoded.shape[1]
+        response = self._memory_response(steps)
+        if self.conv_mode == "fft":
+            memory = lmu_ops.causal_convolution_fft(encoded, response)
+        else:
+            memory = lmu_ops.causal_convolution_direct(encoded, response)
+        return ops.reshape(memory, (-1, steps, self.memory_d * self.order))
+
+    def _memory_by_recurrence(self, encoded):
+        """Exact step-by-step memory, for a sequence length unknown while tracing."""
+        if not self._warned_unknown_length:
+            warnings.warn(
+                f"{self.name}: the sequence length is unknown while tracing, so the "
+                "memory is computed step by step; give the input a fixed length "
+                "(e.g. keras.Input((steps, features))) to compute it in parallel.",
+                stacklevel=2,
+            )
+            self._warned_unknown_length = True
+        A_bar, B_bar = self.discrete_system()
+        batch = ops.shape(encoded)[0]
+        dtype = self.compute_dtype
+        if self.memory_to_memory:
+            recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
+
+        def step(memory, u):
+            if self.memory_to_memory:
+                u = u + ops.matmul(ops.reshape(memory, (batch, -1)), recurrent_kernel)
+            memory = ops.matmul(memory, ops.transpose(A_bar)) + ops.expand_dims(u, -1) * B_bar
+            return memory, memory
+
+        initial = ops.zeros((batch, self.memory_d, self.order), dtype=dtype)
+        _, memory = ops.scan(step, initial, ops.transpose(encoded, (1, 0, 2)))
+        memory = ops.transpose(memory, (1, 0, 2, 3))
+        return ops.reshape(memory, (batch, -1, self.memory_d * self.order))
+
+    def _hidden_output(self, memory, inputs, training):
+        hidden_input = memory
+        if self.input_to_hidden:
+            hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
+        if self.hidden_cell is None:
+            output = hidden_input
+        elif self._hidden_is_rnn_cell:
+            return self.hidden_rnn(hidden_input, training=training)
+        else:
+            output = self.hidden_cell(hidden_input, training=training)
+        if self.return_sequences or len(output.shape) == 2:
+            return output
+        return output[:, -1]
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def load_own_variables(self, store):
+        # Inside an ``LMU``, a file may hold these variables one level down, where
+        # ``RNN(LMUCell)`` keeps them; ``_VariablesInCell`` loads them from there.
+        own = self._trainable_variables + self._non_trainable_variables
+        if own and len(store.keys()) == 0 and hasattr(self, "cell"):
+            self._awaiting_variables = True
+            return
+        super().load_own_variables(store)
+
+    def get_config(self):
+        config = {**super().get_config(), **self._memory_config()}
+        for key in ("hidden_to_memory",):
+            config.pop(key)
+        config.update(
+            return_sequences=self.return_sequences,
+            conv_mode=self.conv_mode,
+            truncate_ir=self.truncate_ir,
+        )
+        return config
+
+
+def _block_diagonal(block, copies: int):
+    """``I_copies (x) block``: ``copies`` copies of ``block`` on the diagonal."""
+    if copies == 1:
+        return block
+    return ops.kron(ops.eye(copies, dtype=block.dtype), block)

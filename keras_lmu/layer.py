@@ -1,0 +1,244 @@
+"""``LMU``: the layer people use; it runs the fastest exact form of the memory."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_lmu import validation
+from keras_lmu.cell import LMUCell
+from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
+
+#: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel:
+#: beyond it, powers of the (memory_d * order)^2 state matrix cost more than the
+#: step-by-step recurrence.
+PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = 256
+
+
+@keras.saving.register_keras_serializable(package="keras-lmu")
+class LMU(keras.layers.Layer):
+    """A Legendre Memory Unit layer that picks the fastest exact way to compute it.
+
+    Takes the arguments of :class:`LMUCell` plus ``return_sequences``, ``conv_mode``
+    and ``truncate_ir``. The memory is computed in parallel by
+    :class:`LMUFeedforward` whenever nothing nonlinear feeds back into it (no
+    ``hidden_to_memory``; with ``memory_to_memory`` only while ``memory_d * order``
+    is at most ``PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE`` and without
+    ``recurrent_dropout``), and step by step by ``keras.layers.RNN(LMUCell(...))``
+    otherwise. Both give the same outputs from the same weights; the inner layer
+    is ``self.layer`` once built.
+
+    Parameters
+    ----------
+    memory_d, order, theta, hidden_cell, trainable_theta, hidden_to_memory,
+    memory_to_memory, input_to_hidden, discretizer, kernel_initializer,
+    recurrent_initializer, kernel_regularizer, recurrent_regularizer, use_bias,
+    bias_initializer, bias_regularizer, dropout, recurrent_dropout, input_d, seed
+        As in :class:`LMUCell`.
+    return_sequences : bool
+        Return the output of every step, or only of the last one.
+    conv_mode : {"auto", "fft", "raw"}
+        How a parallel memory sequence is computed; ``"auto"`` picks FFT.
+        Whenever only the last step is read, a single contraction over time is
+        used instead, in every mode.
+    truncate_ir : float or None
+        Share of the impulse response's magnitude that ``conv_mode="raw"`` may drop
+        from its tail; None (the default) never truncates.
+    trainable_A, trainable_B : bool
+        As in :class:`LMUCell`.
+    """
+
+    def __init__(
+        self,
+        memory_d,
+        order,
+        theta,
+        hidden_cell,
+        trainable_theta=False,
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        discretizer="zoh",
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        use_bias=False,
+        bias_initializer="zeros",
+        bias_regularizer=None,
+        dropout=0,
+        recurrent_dropout=0,
+        input_d=None,
+        seed=None,
+        return_sequences=False,
+        conv_mode="auto",
+        truncate_ir=None,
+        trainable_A=False,
+        trainable_B=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.cell_config = {
+            "memory_d": memory_d,
+            "order": order,
+            "theta": theta,
+            "trainable_theta": trainable_theta,
+            "hidden_to_memory": hidden_to_memory,
+            "memory_to_memory": memory_to_memory,
+            "input_to_hidden": input_to_hidden,
+            "discretizer": discretizer,
+            "kernel_initializer": kernel_initializer,
+            "recurrent_initializer": recurrent_initializer,
+            "kernel_regularizer": kernel_regularizer,
+            "recurrent_regularizer": recurrent_regularizer,
+            "use_bias": use_bias,
+            "bias_initializer": bias_initializer,
+            "bias_regularizer": bias_regularizer,
+            "dropout": dropout,
+            "recurrent_dropout": recurrent_dropout,
+            "input_d": input_d,
+            "seed": seed,
+            "trainable_A": trainable_A,
+            "trainable_B": trainable_B,
+        }
+        # Checks every argument now, with the cell's messages.
+        self._template = LMUCell(hidden_cell=hidden_cell, **self.cell_config)
+        self.return_sequences = bool(return_sequences)
+        self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
+        self.truncate_ir = validation.truncation(truncate_ir)
+        self.layer = None
+
+    def __setattr__(self, name, value):
+        # The template cell only validates arguments: keep it out of Keras's tracking.
+        if name == "_template":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def hidden_cell(self):
+        """The hidden component (shared with the inner layer)."""
+        return self._template.hidden_cell
+
+    @property
+    def theta(self) -> float:
+        """The window length: the trained value once built, the initial one before."""
+        if self.layer is None:
+            return self._template.theta
+        return self._memory_layer.theta
+
+    @property
+    def _memory_layer(self):
+        """The ``LMUCell`` or ``LMUFeedforward`` that holds the memory's weights."""
+        return self.layer.cell if isinstance(self.layer, keras.layers.RNN) else self.layer
+
+    def uses_parallel_form(self, steps=None) -> bool:
+        """Whether the memory is computed in parallel (``LMUFeedforward``)."""
+        template = self._template
+        if template.hidden_to_memory:
+            return False
+        if template.memory_to_memory:
+            size = template.memory_d * template.order
+            return template.recurrent_dropout == 0 and size <= PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE
+        return True
+
+    def build(self, input_shape):
+        _, steps, input_d = validation.sequence_shape(self.name, input_shape)
+        self._template._check_input_d(input_d)
+        config = dict(self.cell_config)
+        hidden_cell = self.hidden_cell
+        if self.uses_parallel_form(steps):
+            for key in ("hidden_to_memory", "input_d"):
+                config.pop(key)
+            conv_mode = "fft" if self.conv_mode == "auto" else self.conv_mode
+            self.layer = LMUFeedforward(
+                hidden_cell=hidden_cell,
+                return_sequences=self.return_sequences,
+                conv_mode=conv_mode,
+                truncate_ir=self.truncate_ir,
+                dtype=self.dtype_policy,
+                **config,
+            )
+            self.layer.build(input_shape)
+            object.__setattr__(self.layer, "cell", _VariablesInCell(self.layer))
+        else:
+            cell = LMUCell(hidden_cell=hidden_cell, dtype=self.dtype_policy, **config)
+            self.layer = _LMURNN(cell, return_sequences=self.return_sequences, dtype=self.dtype_policy)
+            self.layer.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.layer(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        batch, steps, input_d = input_shape
+        size = self._template._hidden_output_size(input_d)
+        return (batch, steps, size) if self.return_sequences else (batch, size)
+
+    def get_config(self):
+        cell_config = self._template.get_config()
+        config = {key: cell_config[key] for key in self.cell_config}
+        config["hidden_cell"] = cell_config["hidden_cell"]
+        config["input_d"] = self.cell_config["input_d"]
+        config.update(
+            return_sequences=self.return_sequences,
+            conv_mode=self.conv_mode,
+            truncate_ir=self.truncate_ir,
+        )
+        return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["hidden_cell"] = keras.saving.deserialize_keras_object(config.get("hidden_cell"))
+        return cls(**config)
+
+
+class _LMURNN(keras.layers.RNN):
+    """``keras.layers.RNN`` that also loads memory weights saved where ``LMUFeedforward`` keeps them.
+
+    An ``LMU`` saves its memory's weights under ``layer/`` when it runs in parallel
+    and under ``layer/cell/`` when it runs ``RNN(LMUCell)``; files load whichever
+    form the loading ``LMU`` picks.
+    """
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 0:
+            return
+        cell = self.cell
+        variables = cell._trainable_variables + cell._non_trainable_variables
+        _assign_all(cell.name, variables, store)
+        cell._variables_loaded_by_rnn = True
+
+
+class _VariablesInCell(keras.layers.Layer):
+    """Loads an ``LMUFeedforward``'s weights from a file saved by ``RNN(LMUCell)``.
+
+    Attached as ``feedforward.cell`` (untracked) so that Keras visits ``layer/cell/``
+    when loading; it saves nothing itself.
+    """
+
+    def __init__(self, feedforward):
+        super().__init__(name=f"{feedforward.name}_cell_variables")
+        object.__setattr__(self, "_feedforward", feedforward)
+        self.built = True
+
+    def save_own_variables(self, store):
+        pass
+
+    def load_own_variables(self, store):
+        feedforward = self._feedforward
+        if not feedforward._awaiting_variables:
+            return
+        variables = feedforward._trainable_variables + feedforward._non_trainable_variables
+        _assign_all(feedforward.name, variables, store)
+        feedforward._awaiting_variables = False
+
+
+def _assign_all(name, variables, store):
+    if len(store.keys()) != len(variables):
+        raise ValueError(
+            f"The file holds {len(store.keys())} variables for the memory of {name!r}, "
+            f"which has {len(variables)}: the file was saved from a different LMU."
+        )
+    for index, variable in enumerate(variables):
+        variable.assign(store[str(index)])

@@ -1,0 +1,227 @@
+"""The mathematics of the Legendre Memory Unit, as pure NumPy functions.
+
+The LMU memory is the linear time-invariant system
+
+.. math:: \\theta \\, \\dot m(t) = A m(t) + B u(t)
+
+with ``A[i, j] = (2i + 1) * (-1 if i < j else (-1) ** (i - j + 1))`` and
+``B[i] = (2i + 1) * (-1) ** i`` (Voelker, Kajić & Eliasmith, 2019). Its state
+``m(t)`` holds the coefficients of the last ``theta`` time units of ``u`` in the
+shifted Legendre basis, so that ``u(t - tau) ~ sum_i P_i(2 tau / theta - 1) m_i(t)``
+for ``0 <= tau <= theta``.
+
+Every function here takes and returns float64 NumPy arrays; the layers use them
+to build exact constants, and the tests use them as a reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from numpy.polynomial import legendre as numpy_legendre
+
+DISCRETIZERS = ("zoh", "euler")
+
+
+def continuous_system(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the continuous-time matrices ``A`` (order, order) and ``B`` (order,).
+
+    ``A[i, j] = (2i + 1) * (-1 if i < j else (-1) ** (i - j + 1))`` and
+    ``B[i] = (2i + 1) * (-1) ** i``.
+
+    Parameters
+    ----------
+    order : int
+        Number of Legendre coefficients kept in the memory.
+
+    Returns
+    -------
+    A, B : numpy.ndarray
+        The state matrix and the input vector, float64.
+    """
+    i = np.arange(order)[:, None]
+    j = np.arange(order)[None, :]
+    scale = 2.0 * np.arange(order) + 1.0
+    A = scale[:, None] * np.where(i < j, -1.0, (-1.0) ** (i - j + 1))
+    B = scale * (-1.0) ** np.arange(order)
+    return A, B
+
+
+def discretize_zoh(
+    A: np.ndarray, B: np.ndarray, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discretize ``theta * dm/dt = A m + B u`` by zero-order hold with dt = 1.
+
+    ``expm([[A / theta, B / theta], [0, 0]]) = [[A_bar, B_bar], [0, 1]]``, which
+    equals ``scipy.signal.cont2discrete((A / theta, B / theta, C, D), 1, "zoh")``.
+
+    Parameters
+    ----------
+    A : numpy.ndarray
+        Continuous state matrix, shape (order, order).
+    B : numpy.ndarray
+        Continuous input vector, shape (order,).
+    theta : float
+        Length of the window, in steps.
+
+    Returns
+    -------
+    A_bar, B_bar : numpy.ndarray
+        Discrete state matrix (order, order) and input vector (order,).
+    """
+    order = A.shape[0]
+    augmented = np.zeros((order + 1, order + 1))
+    augmented[:order, :order] = A / theta
+    augmented[:order, order] = B / theta
+    exponential = scipy.linalg.expm(augmented)
+    return exponential[:order, :order], exponential[:order, order]
+
+
+def discretize_euler(
+    A: np.ndarray, B: np.ndarray, theta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discretize ``theta * dm/dt = A m + B u`` by forward Euler with dt = 1.
+
+    ``A_bar = I + A / theta`` and ``B_bar = B / theta``.
+
+    Parameters
+    ----------
+    A, B, theta
+        As in :func:`discretize_zoh`.
+
+    Returns
+    -------
+    A_bar, B_bar : numpy.ndarray
+        Discrete state matrix (order, order) and input vector (order,).
+    """
+    return np.eye(A.shape[0]) + A / theta, B / theta
+
+
+def discretize(
+    A: np.ndarray, B: np.ndarray, theta: float, discretizer: str = "zoh"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discretize with the method named by ``discretizer`` (``"zoh"`` or ``"euler"``)."""
+    if discretizer == "zoh":
+        return discretize_zoh(A, B, theta)
+    if discretizer == "euler":
+        return discretize_euler(A, B, theta)
+    raise ValueError(
+        f"discretizer must be one of {DISCRETIZERS}, got {discretizer!r}"
+    )
+
+
+def discrete_system(
+    order: int, theta: float, discretizer: str = "zoh"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(A_bar, B_bar)`` of an LMU memory of ``order`` and window ``theta``."""
+    A, B = continuous_system(order)
+    return discretize(A, B, theta, discretizer)
+
+
+def impulse_response(A_bar: np.ndarray, B_bar: np.ndarray, steps: int) -> np.ndarray:
+    """Return the impulse response ``H[k] = A_bar^k B_bar`` for ``k < steps``.
+
+    The memory after a sequence ``v_0 .. v_{T-1}`` that started from zero is
+    ``m_{T-1} = sum_k H[k] v_{T-1-k}``.
+
+    Parameters
+    ----------
+    A_bar : numpy.ndarray
+        Discrete state matrix, shape (order, order).
+    B_bar : numpy.ndarray
+        Discrete input vector, shape (order,).
+    steps : int
+        Number of steps of the response.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (steps, order).
+    """
+    response = np.empty((steps, A_bar.shape[0]))
+    state = np.asarray(B_bar, dtype=np.float64)
+    for k in range(steps):
+        response[k] = state
+        state = A_bar @ state
+    return response
+
+
+def truncation_length(response: np.ndarray, tolerance: float) -> int:
+    """Number of leading steps of ``response`` to keep when truncating its tail.
+
+    The tail that is dropped holds less than ``tolerance`` of the response's total
+    magnitude ``sum_k ||H[k]||_1``.
+
+    Parameters
+    ----------
+    response : numpy.ndarray
+        Impulse response, shape (steps, order).
+    tolerance : float
+        Largest share of the total magnitude that may be dropped (>= 0).
+
+    Returns
+    -------
+    int
+        Between 1 and ``len(response)``.
+    """
+    magnitude = np.abs(response).sum(axis=1)
+    tail = np.cumsum(magnitude[::-1])[::-1]  # tail[k] = sum of magnitude[k:]
+    negligible = tail < tolerance * tail[0]
+    if not negligible.any():
+        return len(response)
+    return max(1, int(np.argmax(negligible)))
+
+
+def legendre_basis(order: int, theta: float, delays: np.ndarray) -> np.ndarray:
+    """Shifted Legendre polynomials ``P_i(2 tau / theta - 1)`` at the given delays.
+
+    Parameters
+    ----------
+    order : int
+        Number of polynomials.
+    theta : float
+        Length of the window.
+    delays : array_like
+        Delays ``tau`` in ``[0, theta]``, in steps.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (len(delays), order): row ``k`` reads ``u(t - delays[k])`` out of a
+        memory as ``basis[k] @ m``.
+    """
+    points = 2.0 * np.asarray(delays, dtype=np.float64).reshape(-1) / theta - 1.0
+    return numpy_legendre.legvander(points, order - 1)
+
+
+def decode_window(memory: np.ndarray, theta: float, delays: np.ndarray) -> np.ndarray:
+    """Read the delayed input ``u(t - tau)`` back out of LMU memories.
+
+    ``u(t - tau) ~ sum_i P_i(2 tau / theta - 1) m_i(t)``.
+
+    Parameters
+    ----------
+    memory : array_like
+        Memory states, shape (..., order).
+    theta : float
+        Window length the memory was built with.
+    delays : array_like
+        Delays ``tau`` in ``[0, theta]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (..., len(delays)).
+    """
+    memory = np.asarray(memory, dtype=np.float64)
+    return memory @ legendre_basis(memory.shape[-1], theta, delays).T
+
+
+def euler_is_stable(order: int, theta: float) -> bool:
+    """Whether the euler discretization of an order-``order`` memory is stable.
+
+    True when every eigenvalue of ``A_bar = I + A / theta`` has modulus <= 1.
+    """
+    A, _ = continuous_system(order)
+    radius = np.max(np.abs(np.linalg.eigvals(np.eye(order) + A / theta)))
+    return bool(radius <= 1.0 + 1e-12)

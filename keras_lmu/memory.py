@@ -1,0 +1,254 @@
+"""What every LMU layer shares: its arguments, its weights and its discretized memory."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_lmu import legendre, validation
+from keras_lmu import ops as lmu_ops
+
+
+class LegendreMemory(keras.layers.Layer):
+    """Base of :class:`LMUCell` and :class:`LMUFeedforward` (not a layer on its own).
+
+    Holds the constructor arguments common to both, creates the weights in the
+    order ``kernel, bias, theta_inv, recurrent_kernel, A, B`` (those that exist)
+    before the hidden component's, and gives the discretized system
+    ``(A_bar, B_bar)`` either as exact float64 constants (fixed) or computed in
+    the graph (trainable ``theta``, ``A`` or ``B``).
+    """
+
+    def __init__(
+        self,
+        memory_d,
+        order,
+        theta,
+        hidden_cell,
+        *,
+        trainable_theta=False,
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        discretizer="zoh",
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        use_bias=False,
+        bias_initializer="zeros",
+        bias_regularizer=None,
+        dropout=0,
+        recurrent_dropout=0,
+        input_d=None,
+        seed=None,
+        trainable_A=False,
+        trainable_B=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.memory_d = validation.positive_int("memory_d", memory_d)
+        self.order = validation.positive_int("order", order)
+        self._init_theta = validation.positive_finite("theta", theta)
+        self.hidden_cell = validation.hidden_layer(hidden_cell)
+        self.trainable_theta = bool(trainable_theta)
+        self.hidden_to_memory = bool(hidden_to_memory)
+        self.memory_to_memory = bool(memory_to_memory)
+        self.input_to_hidden = bool(input_to_hidden)
+        self.discretizer = validation.discretizer(discretizer)
+        self.kernel_initializer = _optional(keras.initializers.get, kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.use_bias = bool(use_bias)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.dropout = validation.rate("dropout", dropout)
+        self.recurrent_dropout = validation.rate("recurrent_dropout", recurrent_dropout)
+        self.input_d = None if input_d is None else validation.positive_int("input_d", input_d)
+        self.seed = seed
+        self.trainable_A = bool(trainable_A)
+        self.trainable_B = bool(trainable_B)
+        if self.hidden_to_memory and hidden_cell is None:
+            raise ValueError("hidden_to_memory=True needs a hidden_cell, got hidden_cell=None")
+        if hidden_cell is None and self.input_to_hidden and self.input_d is None:
+            raise ValueError(
+                "input_to_hidden=True with hidden_cell=None needs input_d (the number of "
+                "input features), got input_d=None"
+            )
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.kernel = self.bias = self.theta_inv = self.recurrent_kernel = None
+        self.A = self.B = None
+        self._fixed_system = None
+
+    # -- the hidden component ---------------------------------------------------
+
+    @property
+    def _hidden_is_rnn_cell(self) -> bool:
+        return self.hidden_cell is not None and hasattr(self.hidden_cell, "state_size")
+
+    def _hidden_input_size(self, input_d: int) -> int:
+        return self.memory_d * self.order + (input_d if self.input_to_hidden else 0)
+
+    def _hidden_output_size(self, input_d: int | None = None) -> int:
+        """Number of features the hidden component outputs."""
+        cell = self.hidden_cell
+        input_d = self.input_d if input_d is None else input_d
+        if cell is None:
+            if self.input_to_hidden and input_d is None:
+                raise ValueError("input_d must be known to size the output of this LMU")
+            return self._hidden_input_size(input_d or 0)
+        if self._hidden_is_rnn_cell:
+            size = getattr(cell, "output_size", None)
+            if size is None:
+                size = cell.state_size
+                size = size[0] if isinstance(size, (list, tuple)) else size
+            return int(size)
+        if hasattr(cell, "units"):
+            return int(cell.units)
+        if input_d is None:
+            raise ValueError(
+                f"Cannot tell how many features hidden_cell {cell.name!r} outputs before "
+                "the layer is built; pass input_d"
+            )
+        return int(cell.compute_output_shape((None, self._hidden_input_size(input_d)))[-1])
+
+    def _build_hidden(self, input_d: int):
+        if self.hidden_cell is not None and not self.hidden_cell.built:
+            self.hidden_cell.build((None, self._hidden_input_size(input_d)))
+
+    # -- weights ----------------------------------------------------------------
+
+    def _check_input_d(self, input_d: int):
+        if self.input_d is not None and input_d != self.input_d:
+            raise ValueError(
+                f"{self.name} was given input_d={self.input_d} but receives inputs with "
+                f"{input_d} features"
+            )
+
+    def _build_memory(self, input_d: int):
+        """Create the memory's weights for inputs with ``input_d`` features."""
+        self._check_input_d(input_d)
+        self.input_d = input_d
+        encoder_d = input_d
+        if self.hidden_to_memory:
+            encoder_d += self._hidden_output_size(input_d)
+        if self.kernel_initializer is not None:
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(encoder_d, self.memory_d),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+            )
+        elif encoder_d != self.memory_d:
+            raise ValueError(
+                "With kernel_initializer=None the encoder input must have memory_d="
+                f"{self.memory_d} features, got {encoder_d}"
+            )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.memory_d,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+        if self.trainable_theta:
+            self.theta_inv = self.add_weight(
+                name="theta_inv",
+                shape=(),
+                initializer=keras.initializers.Constant(1.0 / self._init_theta),
+                constraint=keras.constraints.NonNeg(),
+            )
+        if self.memory_to_memory:
+            self.recurrent_kernel = self.add_weight(
+                name="recurrent_kernel",
+                shape=(self.memory_d * self.order, self.memory_d),
+                initializer=self.recurrent_initializer,
+                regularizer=self.recurrent_regularizer,
+            )
+        A, B = legendre.continuous_system(self.order)
+        if self.trainable_A:
+            self.A = self.add_weight(
+                name="A", shape=A.shape, initializer=keras.initializers.Constant(A)
+            )
+        if self.trainable_B:
+            self.B = self.add_weight(
+                name="B", shape=B.shape, initializer=keras.initializers.Constant(B)
+            )
+        if not self.has_trainable_system:
+            self._fixed_system = legendre.discrete_system(
+                self.order, self._init_theta, self.discretizer
+            )
+
+    @property
+    def has_trainable_system(self) -> bool:
+        """Whether ``A_bar, B_bar`` depend on weights (theta, A or B trainable)."""
+        return self.trainable_theta or self.trainable_A or self.trainable_B
+
+    @property
+    def theta(self) -> float:
+        """The window length: the trained value once built, the initial one before."""
+        if self.theta_inv is None:
+            return self._init_theta
+        return float(1.0 / ops.convert_to_numpy(self.theta_inv))
+
+    def discrete_system(self):
+        """``(A_bar, B_bar)`` as tensors of the compute dtype (order, order), (order,)."""
+        dtype = self.compute_dtype
+        if self._fixed_system is not None:
+            A_bar, B_bar = self._fixed_system
+            return ops.convert_to_tensor(A_bar, dtype), ops.convert_to_tensor(B_bar, dtype)
+        A, B = legendre.continuous_system(self.order)
+        A = ops.cast(self.A, dtype) if self.A is not None else ops.convert_to_tensor(A, dtype)
+        B = ops.cast(self.B, dtype) if self.B is not None else ops.convert_to_tensor(B, dtype)
+        if self.theta_inv is not None:
+            theta_inv = ops.cast(self.theta_inv, dtype)
+        else:
+            theta_inv = ops.convert_to_tensor(1.0 / self._init_theta, dtype)
+        return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
+
+    def encode(self, inputs):
+        """``inputs @ kernel (+ bias)``: the part of the memory's input that is not recurrent."""
+        encoded = inputs if self.kernel is None else ops.matmul(inputs, self.kernel)
+        if self.bias is not None:
+            encoded = encoded + self.bias
+        return encoded
+
+    # -- serialization ----------------------------------------------------------
+
+    def _memory_config(self) -> dict:
+        return {
+            "memory_d": self.memory_d,
+            "order": self.order,
+            "theta": self._init_theta,
+            "hidden_cell": keras.saving.serialize_keras_object(self.hidden_cell),
+            "trainable_theta": self.trainable_theta,
+            "hidden_to_memory": self.hidden_to_memory,
+            "memory_to_memory": self.memory_to_memory,
+            "input_to_hidden": self.input_to_hidden,
+            "discretizer": self.discretizer,
+            "kernel_initializer": _optional(
+                keras.initializers.serialize, self.kernel_initializer
+            ),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
+            "use_bias": self.use_bias,
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
+            "trainable_A": self.trainable_A,
+            "trainable_B": self.trainable_B,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["hidden_cell"] = keras.saving.deserialize_keras_object(config.get("hidden_cell"))
+        return cls(**config)
+
+
+def _optional(function, value):
+    return None if value is None else function(value)

@@ -1,0 +1,193 @@
+"""The LMU mathematics as differentiable ``keras.ops`` functions (every backend).
+
+These mirror :mod:`keras_lmu.legendre` inside the computation graph, where the
+discretization has to follow a trainable ``theta`` and gradients have to flow.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def matrix_exponential(x):
+    """Matrix exponential ``expm(x)`` of a square matrix, with the backend's native op.
+
+    Keras has no ``expm``; this dispatches to ``jax.scipy.linalg.expm``,
+    ``tf.linalg.expm`` or ``torch.linalg.matrix_exp`` (all differentiable).
+    """
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax.scipy.linalg
+
+        return jax.scipy.linalg.expm(x)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.linalg.expm(x)
+    if name == "torch":
+        import torch
+
+        return torch.linalg.matrix_exp(x)
+    if name == "numpy":
+        import scipy.linalg
+
+        return scipy.linalg.expm(np.asarray(x))
+    raise NotImplementedError(f"No matrix exponential for the {name!r} backend.")
+
+
+def discretize_zoh(A, B, theta_inv):
+    """Zero-order hold (dt = 1) of ``dm/dt = theta_inv * (A m + B u)``.
+
+    ``expm([[A theta_inv, B theta_inv], [0, 0]]) = [[A_bar, B_bar], [0, 1]]``,
+    differentiable in ``A``, ``B`` and ``theta_inv``.
+
+    Returns
+    -------
+    A_bar, B_bar
+        Tensors of shape (order, order) and (order,).
+    """
+    order = A.shape[0]
+    top = ops.concatenate([A * theta_inv, ops.expand_dims(B * theta_inv, 1)], axis=1)
+    augmented = ops.pad(top, [[0, 1], [0, 0]])
+    exponential = matrix_exponential(augmented)
+    return exponential[:order, :order], exponential[:order, order]
+
+
+def discretize_euler(A, B, theta_inv):
+    """Forward Euler (dt = 1): ``A_bar = I + A theta_inv``, ``B_bar = B theta_inv``."""
+    return ops.eye(A.shape[0], dtype=A.dtype) + A * theta_inv, B * theta_inv
+
+
+def discretize(A, B, theta_inv, discretizer: str):
+    """Discretize with ``discretizer`` (``"zoh"`` or ``"euler"``)."""
+    if discretizer == "zoh":
+        return discretize_zoh(A, B, theta_inv)
+    return discretize_euler(A, B, theta_inv)
+
+
+def impulse_response(A_bar, B_bar, steps: int):
+    """Impulse response ``H[k] = A_bar^k B_bar`` for ``k < steps``, by doubling.
+
+    ``H[0] = B_bar`` and ``H[n:2n] = A_bar^n H[0:n]`` with
+    ``A_bar^{2n} = (A_bar^n)^2``: about ``2 log2(steps)`` dependent matrix
+    products instead of a loop over the steps, and differentiable.
+
+    Parameters
+    ----------
+    A_bar
+        State matrix, shape (size, size).
+    B_bar
+        Input vector (size,) or input matrix (size, channels).
+    steps : int
+        Length of the response.
+
+    Returns
+    -------
+    Tensor
+        Shape (steps, size) for an input vector, (steps, size, channels) for a
+        matrix.
+    """
+    response = ops.expand_dims(B_bar, 0)  # (1, size[, channels])
+    power = A_bar
+    while response.shape[0] < steps:
+        later = ops.einsum("ij,tj...->ti...", power, response)
+        response = ops.concatenate([response, later], axis=0)
+        if response.shape[0] < steps:
+            power = ops.matmul(power, power)
+    return response[:steps]
+
+
+def causal_convolution_fft(signal, response):
+    """Every step of ``m_t = sum_k H[k] v_{t-k}``, by FFT over time.
+
+    Parameters
+    ----------
+    signal
+        Encoded input ``v``, shape (batch, steps, channels).
+    response
+        ``H`` of shape (length, order), applied to each channel separately, or of
+        shape (length, size, channels), mixing the channels. Only its first
+        ``steps`` rows are used; missing rows count as zero.
+
+    Returns
+    -------
+    Tensor
+        (batch, steps, channels, order) for a per-channel response,
+        (batch, steps, size) for a mixing one.
+    """
+    steps = signal.shape[1]
+    response = _fit_length(response, steps)
+    fft_length = _fft_length(2 * steps)
+    signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
+    axes = tuple(range(1, len(response.shape))) + (0,)
+    response_real, response_imag = ops.rfft(ops.transpose(response, axes), fft_length)
+    if len(response.shape) == 2:
+        # (batch, channels, 1, freq) x (order, freq) -> (batch, channels, order, freq)
+        signal_real = ops.expand_dims(signal_real, 2)
+        signal_imag = ops.expand_dims(signal_imag, 2)
+        product_real = signal_real * response_real - signal_imag * response_imag
+        product_imag = signal_real * response_imag + signal_imag * response_real
+        memory = ops.irfft((product_real, product_imag), fft_length)[..., :steps]
+        return ops.transpose(memory, (0, 3, 1, 2))
+
+    def mix(a, b):
+        return ops.einsum("bcf,kcf->bkf", a, b)
+
+    product_real = mix(signal_real, response_real) - mix(signal_imag, response_imag)
+    product_imag = mix(signal_real, response_imag) + mix(signal_imag, response_real)
+    memory = ops.irfft((product_real, product_imag), fft_length)[..., :steps]
+    return ops.transpose(memory, (0, 2, 1))
+
+
+def causal_convolution_direct(signal, response):
+    """Every step of ``m_t = sum_k H[k] v_{t-k}``, as a direct (sliding) convolution.
+
+    Costs ``steps * length`` products per output; a truncated response shorter
+    than the sequence makes it cheaper. Shapes as in :func:`causal_convolution_fft`.
+    """
+    batch, steps, channels = (ops.shape(signal)[i] for i in range(3))
+    length = response.shape[0]
+    kernel = ops.flip(response, axis=0)
+    if len(response.shape) == 2:
+        order = response.shape[1]
+        sequences = ops.reshape(ops.transpose(signal, (0, 2, 1)), (-1, steps, 1))
+        sequences = ops.pad(sequences, [[0, 0], [length - 1, 0], [0, 0]])
+        memory = ops.conv(sequences, ops.expand_dims(kernel, 1), padding="valid")
+        memory = ops.reshape(memory, (batch, channels, steps, order))
+        return ops.transpose(memory, (0, 2, 1, 3))
+    sequences = ops.pad(signal, [[0, 0], [length - 1, 0], [0, 0]])
+    return ops.conv(sequences, ops.transpose(kernel, (0, 2, 1)), padding="valid")
+
+
+def last_step_memory(signal, response):
+    """Only the final memory ``m_{T-1} = sum_t H[T-1-t] v_t``: one contraction over time.
+
+    Never builds a (batch, steps, order) tensor. ``response`` has at least
+    ``steps`` rows, or missing rows count as zero (a truncated response).
+
+    Returns
+    -------
+    Tensor
+        (batch, channels, order) for a per-channel response, (batch, size) for a
+        mixing one.
+    """
+    response = ops.flip(_fit_length(response, signal.shape[1]), axis=0)
+    if len(response.shape) == 2:
+        return ops.einsum("btc,tn->bcn", signal, response)
+    return ops.einsum("btc,tkc->bk", signal, response)
+
+
+def _fit_length(response, steps: int):
+    """``response[:steps]``, padded with zero rows when it is shorter."""
+    length = response.shape[0]
+    if length >= steps:
+        return response[:steps]
+    padding = [[0, steps - length]] + [[0, 0]] * (len(response.shape) - 1)
+    return ops.pad(response, padding)
+
+
+def _fft_length(minimum: int) -> int:
+    """Smallest power of two ``>= minimum`` (fast for every FFT backend)."""
+    return 1 << max(minimum - 1, 0).bit_length()

@@ -1,0 +1,88 @@
+"""Argument checks shared by the layers: each error names the argument and what is allowed."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+
+from keras_lmu.legendre import DISCRETIZERS
+
+
+def positive_int(name: str, value) -> int:
+    """Return ``value`` as an int, or raise if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer() and value > 0:
+            return int(value)
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive_finite(name: str, value) -> float:
+    """Return ``value`` as a float, or raise if it is not a finite positive number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite positive number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def rate(name: str, value) -> float:
+    """Return a dropout rate as a float, or raise if it is outside [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value, allowed: tuple) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def discretizer(value) -> str:
+    """Check the ``discretizer`` argument."""
+    return choice("discretizer", value, DISCRETIZERS)
+
+
+def truncation(value) -> float | None:
+    """Check ``truncate_ir``: None or a number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"truncate_ir must be None or a number >= 0, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"truncate_ir must be None or a number >= 0, got {value!r}")
+    return float(value)
+
+
+def hidden_layer(value):
+    """Check ``hidden_cell``: a Keras layer (an RNN cell or a stateless layer) or None."""
+    if value is not None and not isinstance(value, keras.layers.Layer):
+        raise TypeError(
+            "hidden_cell must be a Keras layer (e.g. keras.layers.SimpleRNNCell or "
+            f"keras.layers.Dense) or None, got {value!r}"
+        )
+    return value
+
+
+def sequence_shape(layer_name: str, input_shape) -> tuple:
+    """Check that inputs are (batch, steps, features) with known features."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{layer_name} expects inputs of shape (batch, steps, features), got "
+            f"shape {input_shape}"
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            f"{layer_name} needs a known number of input features, got shape "
+            f"{input_shape}"
+        )
+    return input_shape
