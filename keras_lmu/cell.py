@@ -113,6 +113,11 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             trainable_B=trainable_B,
             **kwargs,
         )
+        if hidden_cell is None and self.input_to_hidden and self.input_d is None:
+            raise ValueError(
+                "input_to_hidden=True with hidden_cell=None needs input_d (the number of "
+                "input features, which sizes the output), got input_d=None"
+            )
         self._variables_loaded_by_rnn = False
 
     @property
@@ -157,13 +162,16 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             memory_input = memory
             if training and self.recurrent_dropout > 0:
                 memory_input = memory * self.get_recurrent_dropout_mask(memory)
-            u = u + ops.matmul(memory_input, self.recurrent_kernel)
+            u = u + ops.einsum("bk,kd->bd", memory_input, self.recurrent_kernel)
         A_bar, B_bar = self.discrete_system()
         memory = ops.reshape(memory, (-1, self.memory_d, self.order))
-        memory = ops.matmul(memory, ops.transpose(A_bar)) + ops.expand_dims(u, -1) * B_bar
+        memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
         memory = ops.reshape(memory, (-1, self.memory_d * self.order))
         output, hidden_states = self._hidden_step(memory, inputs, hidden_states, training)
-        return output, [memory] + hidden_states
+        # Some Keras activations return float32 for float64 inputs on JAX: keep the
+        # state's dtype fixed so that the loop over steps stays well typed.
+        dtype = self.compute_dtype
+        return ops.cast(output, dtype), [memory] + [ops.cast(s, dtype) for s in hidden_states]
 
     def _hidden_step(self, memory, inputs, hidden_states, training):
         hidden_input = memory

@@ -162,8 +162,8 @@ class LMUFeedforward(LegendreMemory):
         if self.memory_to_memory:
             A_bar, B_bar = self.discrete_system()
             G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
-            M = _block_diagonal(A_bar, self.memory_d) + ops.matmul(
-                G, ops.transpose(ops.cast(self.recurrent_kernel, dtype))
+            M = _block_diagonal(A_bar, self.memory_d) + ops.einsum(
+                "id,jd->ij", G, ops.cast(self.recurrent_kernel, dtype)
             )
             return lmu_ops.impulse_response(M, G, steps)
         if not self.has_trainable_system:
@@ -221,8 +221,8 @@ class LMUFeedforward(LegendreMemory):
 
         def step(memory, u):
             if self.memory_to_memory:
-                u = u + ops.matmul(ops.reshape(memory, (batch, -1)), recurrent_kernel)
-            memory = ops.matmul(memory, ops.transpose(A_bar)) + ops.expand_dims(u, -1) * B_bar
+                u = u + ops.einsum("bk,kd->bd", ops.reshape(memory, (batch, -1)), recurrent_kernel)
+            memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
             return memory, memory
 
         initial = ops.zeros((batch, self.memory_d, self.order), dtype=dtype)
@@ -238,8 +238,13 @@ class LMUFeedforward(LegendreMemory):
             output = hidden_input
         elif self._hidden_is_rnn_cell:
             return self.hidden_rnn(hidden_input, training=training)
-        else:
+        elif len(hidden_input.shape) == 2:
             output = self.hidden_cell(hidden_input, training=training)
+        else:  # the same stateless layer at every step
+            batch, steps = ops.shape(hidden_input)[0], ops.shape(hidden_input)[1]
+            flat = ops.reshape(hidden_input, (-1, hidden_input.shape[-1]))
+            output = self.hidden_cell(flat, training=training)
+            output = ops.reshape(output, (batch, steps, output.shape[-1]))
         if self.return_sequences or len(output.shape) == 2:
             return output
         return output[:, -1]

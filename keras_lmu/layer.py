@@ -7,6 +7,7 @@ import keras
 from keras_lmu import validation
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
+from keras_lmu.memory import LegendreMemory
 
 #: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel:
 #: beyond it, powers of the (memory_d * order)^2 state matrix cost more than the
@@ -100,8 +101,8 @@ class LMU(keras.layers.Layer):
             "trainable_A": trainable_A,
             "trainable_B": trainable_B,
         }
-        # Checks every argument now, with the cell's messages.
-        self._template = LMUCell(hidden_cell=hidden_cell, **self.cell_config)
+        # Checks every argument now, with the same messages as the cell.
+        self._template = LegendreMemory(hidden_cell=hidden_cell, **self.cell_config)
         self.return_sequences = bool(return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)
@@ -175,11 +176,9 @@ class LMU(keras.layers.Layer):
         return (batch, steps, size) if self.return_sequences else (batch, size)
 
     def get_config(self):
-        cell_config = self._template.get_config()
-        config = {key: cell_config[key] for key in self.cell_config}
-        config["hidden_cell"] = cell_config["hidden_cell"]
-        config["input_d"] = self.cell_config["input_d"]
+        config = self._template._memory_config()
         config.update(
+            input_d=self.cell_config["input_d"],
             return_sequences=self.return_sequences,
             conv_mode=self.conv_mode,
             truncate_ir=self.truncate_ir,

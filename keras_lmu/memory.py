@@ -71,11 +71,6 @@ class LegendreMemory(keras.layers.Layer):
         self.trainable_B = bool(trainable_B)
         if self.hidden_to_memory and hidden_cell is None:
             raise ValueError("hidden_to_memory=True needs a hidden_cell, got hidden_cell=None")
-        if hidden_cell is None and self.input_to_hidden and self.input_d is None:
-            raise ValueError(
-                "input_to_hidden=True with hidden_cell=None needs input_d (the number of "
-                "input features), got input_d=None"
-            )
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.kernel = self.bias = self.theta_inv = self.recurrent_kernel = None
         self.A = self.B = None
@@ -106,12 +101,18 @@ class LegendreMemory(keras.layers.Layer):
             return int(size)
         if hasattr(cell, "units"):
             return int(cell.units)
-        if input_d is None:
+        if input_d is not None or not self.input_to_hidden:
+            return int(cell.compute_output_shape((None, self._hidden_input_size(input_d or 0)))[-1])
+        # Input size unknown: fine if the layer's output size does not depend on it.
+        sizes = {
+            int(cell.compute_output_shape((None, self._hidden_input_size(d)))[-1]) for d in (1, 2)
+        }
+        if len(sizes) > 1:
             raise ValueError(
-                f"Cannot tell how many features hidden_cell {cell.name!r} outputs before "
-                "the layer is built; pass input_d"
+                f"The output size of hidden_cell {cell.name!r} depends on the number of "
+                "input features; pass input_d"
             )
-        return int(cell.compute_output_shape((None, self._hidden_input_size(input_d)))[-1])
+        return sizes.pop()
 
     def _build_hidden(self, input_d: int):
         if self.hidden_cell is not None and not self.hidden_cell.built:
@@ -209,7 +210,7 @@ class LegendreMemory(keras.layers.Layer):
 
     def encode(self, inputs):
         """``inputs @ kernel (+ bias)``: the part of the memory's input that is not recurrent."""
-        encoded = inputs if self.kernel is None else ops.matmul(inputs, self.kernel)
+        encoded = inputs if self.kernel is None else ops.einsum("...i,id->...d", inputs, self.kernel)
         if self.bias is not None:
             encoded = encoded + self.bias
         return encoded

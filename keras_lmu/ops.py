@@ -95,7 +95,7 @@ def impulse_response(A_bar, B_bar, steps: int):
         later = ops.einsum("ij,tj...->ti...", power, response)
         response = ops.concatenate([response, later], axis=0)
         if response.shape[0] < steps:
-            power = ops.matmul(power, power)
+            power = ops.einsum("ij,jk->ik", power, power)
     return response[:steps]
 
 

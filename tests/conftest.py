@@ -1,0 +1,45 @@
+"""Shared test set-up: which backend runs, and at which precision."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+FLOAT64 = BACKEND != "jax" or os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true")
+#: dtype of the exactness tests, and their tolerance (max|diff| / max|reference|)
+DTYPE = "float64" if FLOAT64 else "float32"
+TOLERANCE = 1e-10 if FLOAT64 else 1e-5
+
+
+def relative_error(actual, reference) -> float:
+    actual = np.asarray(keras.ops.convert_to_numpy(actual), dtype=np.float64)
+    reference = np.asarray(keras.ops.convert_to_numpy(reference), dtype=np.float64)
+    assert actual.shape == reference.shape, (actual.shape, reference.shape)
+    return float(np.max(np.abs(actual - reference)) / np.max(np.abs(reference)))
+
+
+def assert_close(actual, reference, tolerance=None):
+    error = relative_error(actual, reference)
+    assert error <= (tolerance or TOLERANCE), f"relative error {error:.3g}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    keras.utils.clear_session()
+    yield
+
+
+@pytest.fixture
+def exact_floatx():
+    """Run with ``floatx`` = DTYPE: Keras's own cells (e.g. tanh on JAX) follow floatx."""
+    previous = keras.config.floatx()
+    keras.config.set_floatx(DTYPE)
+    yield
+    keras.config.set_floatx(previous)

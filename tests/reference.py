@@ -1,0 +1,123 @@
+"""An independent float64 NumPy/SciPy reference of the LMU equations.
+
+Written from the equations alone (not from ``keras_lmu``), so that the layers
+can be checked against it.
+"""
+
+import numpy as np
+from scipy.signal import cont2discrete
+
+
+def legendre_ab(order):
+    """Continuous A, B written out element by element."""
+    A = np.zeros((order, order))
+    B = np.zeros(order)
+    for i in range(order):
+        B[i] = (2 * i + 1) * (-1) ** i
+        for j in range(order):
+            A[i, j] = (2 * i + 1) * (-1 if i < j else (-1) ** (i - j + 1))
+    return A, B
+
+
+def discretized(order, theta, discretizer):
+    """(A_bar, B_bar) by SciPy's zero-order hold, or by forward Euler."""
+    A, B = legendre_ab(order)
+    if discretizer == "zoh":
+        A_bar, B_bar, *_ = cont2discrete(
+            (A / theta, B[:, None] / theta, np.eye(order), np.zeros((order, 1))), 1, method="zoh"
+        )
+        return A_bar, B_bar[:, 0]
+    return np.eye(order) + A / theta, B / theta
+
+
+def simple_rnn_step(x, h, kernel, recurrent_kernel, bias):
+    """``keras.layers.SimpleRNNCell(activation="relu")``."""
+    return np.maximum(x @ kernel + h @ recurrent_kernel + bias, 0.0)
+
+
+def lmu_reference(
+    x,
+    *,
+    memory_d,
+    order,
+    theta,
+    discretizer="zoh",
+    kernel=None,
+    bias=None,
+    recurrent_kernel=None,
+    hidden=None,
+    hidden_size=0,
+    hidden_to_memory=False,
+    input_to_hidden=False,
+):
+    """Outputs (batch, steps, features) and final memories of an LMU, step by step.
+
+    ``hidden`` is None (output = memory [+ input]), ("dense", W, b) or
+    ("simple_rnn", W, U, b).
+    """
+    A_bar, B_bar = discretized(order, theta, discretizer)
+    batch, steps, _ = x.shape
+    memory = np.zeros((batch, memory_d, order))
+    h = np.zeros((batch, hidden_size))
+    outputs = []
+    for t in range(steps):
+        encoder_input = np.concatenate([x[:, t], h], axis=-1) if hidden_to_memory else x[:, t]
+        u = encoder_input @ kernel if kernel is not None else encoder_input.copy()
+        if recurrent_kernel is not None:
+            u = u + memory.reshape(batch, -1) @ recurrent_kernel
+        if bias is not None:
+            u = u + bias
+        for d in range(memory_d):
+            memory[:, d] = memory[:, d] @ A_bar.T + u[:, d : d + 1] * B_bar
+        hidden_input = memory.reshape(batch, -1)
+        if input_to_hidden:
+            hidden_input = np.concatenate([hidden_input, x[:, t]], axis=-1)
+        if hidden is None:
+            out = hidden_input.copy()
+        elif hidden[0] == "dense":
+            out = hidden_input @ hidden[1] + hidden[2]
+        else:
+            out = simple_rnn_step(hidden_input, h, *hidden[1:])
+        h = out
+        outputs.append(out)
+    return np.stack(outputs, axis=1), memory.reshape(batch, -1)
+
+
+# Hidden components whose float64 arithmetic Keras keeps in float64 on every
+# backend (Keras 3.15's ``ops.matmul`` returns float32 for float64 inputs on
+# PyTorch, and its ``tanh`` on JAX), for the exactness tests.
+import keras  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package="keras-lmu-tests")
+class ReluRNNCell(keras.layers.Layer):
+    """``h_t = relu(x_t W + h_{t-1} U + b)``, like ``SimpleRNNCell(activation="relu")``."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units))
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(self.units, self.units)
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs, states):
+        h = keras.ops.einsum("bi,ij->bj", inputs, self.kernel)
+        h = h + keras.ops.einsum("bi,ij->bj", states[0], self.recurrent_kernel) + self.bias
+        h = keras.ops.relu(h)
+        return h, [h]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def linear_layer(units, dtype):
+    """A stateless hidden layer: ``x W + b`` (weights ``kernel``, ``bias``)."""
+    return keras.layers.EinsumDense(
+        "bi,ij->bj", output_shape=units, bias_axes="j", dtype=dtype
+    )

@@ -1,0 +1,243 @@
+"""Every form of the LMU against the independent float64 reference of the equations."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import DTYPE, TOLERANCE, assert_close, relative_error
+from reference import ReluRNNCell, linear_layer, lmu_reference
+
+import keras_lmu
+
+STEPS = 13
+exact = pytest.mark.usefixtures("exact_floatx")
+
+# Each option value appears; combinations sampled (not the full product).
+CASES = [
+    # form, discretizer, memory_d, hidden, h2m, m2m, i2h, bias, return_sequences, kernel
+    ("lmu", "zoh", 1, None, False, False, False, False, True, True),
+    ("lmu", "euler", 3, "dense", False, True, True, True, False, True),
+    ("lmu", "zoh", 2, "rnn", True, True, False, True, True, True),
+    ("lmu", "euler", 1, "rnn", False, False, True, False, True, True),
+    ("lmu", "zoh", 2, "dense", False, False, False, True, False, False),
+    ("lmu", "zoh", 2, None, False, True, True, True, False, True),
+    ("rnn", "zoh", 3, None, False, True, False, True, True, True),
+    ("rnn", "euler", 2, "rnn", True, False, True, True, False, True),
+    ("rnn", "zoh", 1, "dense", True, True, True, False, True, True),
+    ("rnn", "euler", 2, None, False, False, True, False, True, False),
+    ("fft", "zoh", 2, "dense", False, False, True, True, True, True),
+    ("fft", "euler", 1, None, False, True, False, False, False, True),
+    ("fft", "zoh", 3, "rnn", False, False, False, True, False, True),
+    ("raw", "euler", 3, "dense", False, False, False, False, True, True),
+    ("raw", "zoh", 1, "rnn", False, True, True, True, True, True),
+    ("raw", "zoh", 2, None, False, False, True, False, False, False),
+]
+
+
+def make_hidden(kind, dtype):
+    if kind == "dense":
+        return linear_layer(4, dtype)
+    if kind == "rnn":
+        return ReluRNNCell(4, dtype=dtype)
+    return None
+
+
+def make_layer(form, hidden, return_sequences, **options):
+    if form == "lmu":
+        return keras_lmu.LMU(hidden_cell=hidden, return_sequences=return_sequences, **options)
+    if form == "rnn":
+        cell = keras_lmu.LMUCell(hidden_cell=hidden, dtype=options["dtype"], **options_no_dtype(options))
+        return keras.layers.RNN(cell, return_sequences=return_sequences, dtype=options["dtype"])
+    options.pop("hidden_to_memory")
+    return keras_lmu.LMUFeedforward(
+        hidden_cell=hidden, return_sequences=return_sequences, conv_mode=form, truncate_ir=None,
+        **options,
+    )
+
+
+def options_no_dtype(options):
+    return {k: v for k, v in options.items() if k != "dtype"}
+
+
+def memory_layer(layer):
+    """The layer object that holds kernel/bias/recurrent_kernel."""
+    if isinstance(layer, keras_lmu.LMU):
+        return layer._memory_layer
+    if isinstance(layer, keras.layers.RNN):
+        return layer.cell
+    return layer
+
+
+def randomize(layer, rng):
+    """Random weights (theta_inv stays at its initial value)."""
+    for weight in layer.weights:
+        if weight.name != "theta_inv":
+            weight.assign(rng.uniform(-0.5, 0.5, weight.shape))
+
+
+def reference_for(layer, x, hidden_kind, **options):
+    memory = memory_layer(layer)
+    hidden_cell = memory.hidden_cell
+    hidden = None
+    if hidden_kind == "dense":
+        hidden = ("dense", *(keras.ops.convert_to_numpy(w) for w in (hidden_cell.kernel, hidden_cell.bias)))
+    elif hidden_kind == "rnn":
+        hidden = ("simple_rnn", *(keras.ops.convert_to_numpy(w) for w in (
+            hidden_cell.kernel, hidden_cell.recurrent_kernel, hidden_cell.bias)))
+
+    def value(w):
+        return None if w is None else keras.ops.convert_to_numpy(w).astype(np.float64)
+
+    return lmu_reference(
+        x.astype(np.float64),
+        memory_d=options["memory_d"],
+        order=options["order"],
+        theta=memory.theta,
+        discretizer=options["discretizer"],
+        kernel=value(memory.kernel),
+        bias=value(memory.bias),
+        recurrent_kernel=value(memory.recurrent_kernel),
+        hidden=hidden,
+        hidden_size=4 if hidden_kind else 0,
+        hidden_to_memory=options["hidden_to_memory"],
+        input_to_hidden=options["input_to_hidden"],
+    )
+
+
+@exact
+@pytest.mark.parametrize(
+    "form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences, kernel",
+    CASES,
+)
+def test_matches_reference(
+    rng, form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences,
+    kernel,
+):
+    input_d = 3 if kernel else memory_d
+    options = dict(
+        memory_d=memory_d, order=5, theta=7.0 if discretizer == "zoh" else 15.0,
+        discretizer=discretizer, hidden_to_memory=h2m, memory_to_memory=m2m, input_to_hidden=i2h,
+        use_bias=use_bias, kernel_initializer="glorot_uniform" if kernel else None, dtype=DTYPE,
+    )
+    if hidden_kind is None and i2h and form in ("lmu", "rnn"):
+        options["input_d"] = input_d
+    layer = make_layer(form, make_hidden(hidden_kind, DTYPE), return_sequences, **options)
+    x = rng.uniform(-1, 1, (4, STEPS, input_d))
+    layer(x)
+    randomize(layer, rng)
+    expected, _ = reference_for(layer, x, hidden_kind, **options)
+    if not return_sequences:
+        expected = expected[:, -1]
+    assert_close(layer(x), expected)
+
+
+@exact
+@pytest.mark.parametrize("discretizer", ["zoh", "euler"])
+@pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw"])
+def test_trainable_theta_uses_trained_value(rng, form, discretizer):
+    options = dict(memory_d=2, order=4, theta=6.0, discretizer=discretizer, hidden_to_memory=False,
+                   memory_to_memory=form != "raw", input_to_hidden=False, use_bias=False,
+                   trainable_theta=True, dtype=DTYPE)
+    layer = make_layer(form, None, True, **options)
+    x = rng.uniform(-1, 1, (3, STEPS, 2))
+    layer(x)
+    memory = memory_layer(layer)
+    memory.theta_inv.assign(1 / 9.5)
+    assert memory.theta == pytest.approx(9.5)
+    randomize(layer, rng)
+    expected, _ = reference_for(layer, x, None, **options)
+    assert_close(layer(x), expected)
+
+
+@exact
+def test_long_sequence_fft_and_raw_agree_with_reference(rng):
+    """Hundreds of steps, order 32: the FFT and direct convolutions stay exact."""
+    options = dict(memory_d=1, order=32, theta=100.0, discretizer="zoh", hidden_to_memory=False,
+                   memory_to_memory=False, input_to_hidden=False, use_bias=False, dtype=DTYPE)
+    x = rng.uniform(-1, 1, (2, 300, 1))
+    expected = None
+    for form in ("fft", "raw"):
+        layer = make_layer(form, None, True, **options)
+        layer(x)
+        randomize(layer, rng) if expected is None else layer.set_weights(weights)
+        weights = layer.get_weights()
+        if expected is None:
+            expected, _ = reference_for(layer, x, None, **options)
+        assert_close(layer(x), expected)
+
+
+@exact
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(memory_d=2, order=6, theta=9.0, hidden_cell="dense", use_bias=True),
+        dict(memory_d=1, order=6, theta=9.0, hidden_cell="rnn", input_to_hidden=True),
+        dict(memory_d=2, order=4, theta=5.0, hidden_cell=None, trainable_theta=True,
+             discretizer="euler"),
+    ],
+)
+def test_cell_and_feedforward_agree_with_same_weights(rng, options, return_sequences):
+    """``set_weights`` moves weights between RNN(LMUCell) and LMUFeedforward."""
+    options = dict(options)
+    hidden = options.pop("hidden_cell")
+    x = rng.uniform(-1, 1, (3, STEPS, 2))
+    if hidden is None and options.get("input_to_hidden"):
+        options["input_d"] = 2
+    cell = keras_lmu.LMUCell(hidden_cell=make_hidden(hidden, DTYPE), dtype=DTYPE, **options)
+    recurrent = keras.layers.RNN(cell, return_sequences=return_sequences, dtype=DTYPE)
+    options.pop("input_d", None)
+    feedforward = keras_lmu.LMUFeedforward(
+        hidden_cell=make_hidden(hidden, DTYPE), return_sequences=return_sequences, dtype=DTYPE,
+        **options,
+    )
+    recurrent(x)
+    feedforward(x)
+    randomize(recurrent, rng)
+    names = [w.name for w in recurrent.weights]
+    assert names == [w.name for w in feedforward.weights]
+    feedforward.set_weights(recurrent.get_weights())
+    assert relative_error(feedforward(x), recurrent(x)) <= TOLERANCE
+
+
+def test_weight_order_and_shapes():
+    cell = keras_lmu.LMUCell(
+        2, 5, 4.0, keras.layers.SimpleRNNCell(3), trainable_theta=True, hidden_to_memory=True,
+        memory_to_memory=True, use_bias=True,
+    )
+    keras.layers.RNN(cell)(np.zeros((1, 2, 7), "float32"))
+    names = [(w.name, tuple(w.shape)) for w in cell.weights]
+    assert names == [
+        ("kernel", (10, 2)), ("bias", (2,)), ("theta_inv", ()), ("recurrent_kernel", (10, 2)),
+        ("kernel", (10, 3)), ("recurrent_kernel", (3, 3)), ("bias", (3,)),
+    ]
+    assert cell.state_size == [10, 3]
+    assert cell.output_size == 3
+
+
+def test_state_sizes_for_each_hidden_kind():
+    lstm = keras_lmu.LMUCell(1, 4, 5.0, keras.layers.LSTMCell(3))
+    dense = keras_lmu.LMUCell(1, 4, 5.0, keras.layers.Dense(6))
+    none = keras_lmu.LMUCell(2, 4, 5.0, None, input_to_hidden=True, input_d=3)
+    assert (lstm.state_size, lstm.output_size) == ([4, 3, 3], 3)
+    assert (dense.state_size, dense.output_size) == ([4, 6], 6)
+    assert (none.state_size, none.output_size) == ([8], 11)
+
+
+def test_lmu_picks_parallel_form_when_memory_has_no_feedback():
+    x = np.zeros((1, 5, 2), "float32")
+    parallel = keras_lmu.LMU(1, 4, 5.0, keras.layers.SimpleRNNCell(3), trainable_theta=True)
+    recurrent = keras_lmu.LMU(1, 4, 5.0, keras.layers.SimpleRNNCell(3), hidden_to_memory=True)
+    parallel(x)
+    recurrent(x)
+    assert isinstance(parallel.layer, keras_lmu.LMUFeedforward)
+    assert isinstance(recurrent.layer, keras.layers.RNN)
+    assert isinstance(recurrent.layer.cell, keras_lmu.LMUCell)
+
+
+def test_theta_property():
+    layer = keras_lmu.LMU(1, 4, 5.0, None, trainable_theta=True)
+    assert layer.theta == 5.0
+    layer(np.zeros((1, 3, 1), "float32"))
+    layer.layer.theta_inv.assign(0.25)
+    assert layer.theta == pytest.approx(4.0)
+    assert keras_lmu.LMUCell(1, 4, 7.0, None).theta == 7.0
