@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 
 from keras_lmu import validation
@@ -218,14 +220,15 @@ class _VariablesInCell(keras.layers.Layer):
 
     def __init__(self, feedforward):
         super().__init__(name=f"{feedforward.name}_cell_variables")
-        object.__setattr__(self, "_feedforward", feedforward)
+        # A weak reference: Keras's loader follows attributes that are layers.
+        object.__setattr__(self, "_feedforward", weakref.ref(feedforward))
         self.built = True
 
     def save_own_variables(self, store):
         pass
 
     def load_own_variables(self, store):
-        feedforward = self._feedforward
+        feedforward = self._feedforward()
         if not feedforward._awaiting_variables:
             return
         variables = feedforward._trainable_variables + feedforward._non_trainable_variables
