@@ -136,7 +136,7 @@ class LMUFeedforward(LegendreMemory):
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        batch, steps, input_d = input_shape
+        batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         size = self._hidden_output_size(input_d)
         return (batch, steps, size) if self.return_sequences else (batch, size)
 

@@ -173,7 +173,8 @@ class LMU(keras.layers.Layer):
         return self.layer(inputs, training=training)
 
     def compute_output_shape(self, input_shape):
-        batch, steps, input_d = input_shape
+        batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
+        self._template._check_input_d(input_d)
         size = self._template._hidden_output_size(input_d)
         return (batch, steps, size) if self.return_sequences else (batch, size)
 

@@ -47,6 +47,7 @@ class LegendreMemory(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        validation.warn_if_float64_unavailable(self)
         self.memory_d = validation.positive_int("memory_d", memory_d)
         self.order = validation.positive_int("order", order)
         self._init_theta = validation.positive_finite("theta", theta)
@@ -130,7 +131,6 @@ class LegendreMemory(keras.layers.Layer):
     def _build_memory(self, input_d: int):
         """Create the memory's weights for inputs with ``input_d`` features."""
         self._check_input_d(input_d)
-        self.input_d = input_d
         encoder_d = input_d
         if self.hidden_to_memory:
             encoder_d += self._hidden_output_size(input_d)
@@ -146,6 +146,7 @@ class LegendreMemory(keras.layers.Layer):
                 "With kernel_initializer=None the encoder input must have memory_d="
                 f"{self.memory_d} features, got {encoder_d}"
             )
+        self.input_d = input_d
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",

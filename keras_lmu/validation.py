@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import keras
 
@@ -13,8 +14,6 @@ from keras_lmu.legendre import DISCRETIZERS
 def positive_int(name: str, value) -> int:
     """Return ``value`` as an int, or raise if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer() and value > 0:
-            return int(value)
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -75,7 +74,7 @@ def hidden_layer(value):
 def sequence_shape(layer_name: str, input_shape) -> tuple:
     """Check that inputs are (batch, steps, features) with known features."""
     input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
+    if len(input_shape) != 3 or any(isinstance(s, (list, tuple)) for s in input_shape):
         raise ValueError(
             f"{layer_name} expects inputs of shape (batch, steps, features), got "
             f"shape {input_shape}"
@@ -86,3 +85,18 @@ def sequence_shape(layer_name: str, input_shape) -> tuple:
             f"{input_shape}"
         )
     return input_shape
+
+
+def warn_if_float64_unavailable(layer: keras.layers.Layer) -> None:
+    """Warn when a float64 layer is made on JAX without 64-bit mode (it would run float32)."""
+    if layer.compute_dtype != "float64" or keras.backend.backend() != "jax":
+        return
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        warnings.warn(
+            f"{layer.name} asks for float64, but JAX computes in float32 unless 64-bit "
+            "mode is on: set the environment variable JAX_ENABLE_X64=1 before importing "
+            "JAX (or call jax.config.update('jax_enable_x64', True) at start-up).",
+            stacklevel=3,
+        )

@@ -44,9 +44,13 @@ def _start(folder: Path, name: str, args: list[str], env: dict[str, str]) -> Run
     return Run(process, stdout_path, stderr_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def runs(tmp_path_factory):
-    """Start every command-line run at once: each pays for importing Keras, so they overlap."""
+    """Start every command-line run with the first test of this file.
+
+    Each run pays for importing Keras; they go on in the background while the
+    in-process tests run, and the tests at the end of the file wait for them.
+    """
     folder = tmp_path_factory.mktemp("cli_runs")
     empty_data_dir = folder / "no_data"
     empty_data_dir.mkdir()
@@ -78,36 +82,7 @@ def runs(tmp_path_factory):
             run.process.wait()
 
 
-# Command-line runs ---------------------------------------------------------------
-
-
-def test_help_lists_the_subcommands(runs):
-    returncode, stdout, stderr = runs["help"].result()
-    assert returncode == 0, stderr
-    assert "usage: keras-lmu" in stdout
-    assert re.search(r"^\s+demo\s+train an LMU on psMNIST", stdout, re.MULTILINE)
-
-
-def test_demo_help_lists_the_options(runs):
-    returncode, stdout, stderr = runs["demo_help"].result()
-    assert returncode == 0, stderr
-    assert "usage: keras-lmu demo" in stdout
-    for option in ("--epochs", "--backend", "--batch-size", "--train-size"):
-        assert option in stdout
-    assert "{jax,tensorflow,torch}" in stdout
-    assert f"(default: {cli.DEMO_EPOCHS})" in stdout
-
-
-def test_demo_without_data_explains_and_exits_1(runs):
-    """Started on another backend: the command re-executes itself on ``--backend``."""
-    returncode, stdout, stderr = runs["no_data"].result()
-    assert returncode == 1
-    assert f"Using Keras backend: {BACKEND}" in stdout
-    assert "error:" in stderr and "KERAS_LMU_DATA" in stderr and "mnist.npz" in stderr
-    assert "Traceback" not in stderr
-
-
-# In-process checks (they run while the background runs finish) ---------------------
+# In-process checks (they run while the background runs go on) ----------------------
 
 
 def test_console_script_is_declared():
@@ -286,7 +261,33 @@ def test_demo_model_shapes():
     assert lmu.uses_parallel_form()
 
 
-# The slowest run last, so the checks above overlap with it ---------------------------
+# Command-line runs, waited for last ------------------------------------------------
+
+
+def test_help_lists_the_subcommands(runs):
+    returncode, stdout, stderr = runs["help"].result()
+    assert returncode == 0, stderr
+    assert "usage: keras-lmu" in stdout
+    assert re.search(r"^\s+demo\s+train an LMU on psMNIST", stdout, re.MULTILINE)
+
+
+def test_demo_help_lists_the_options(runs):
+    returncode, stdout, stderr = runs["demo_help"].result()
+    assert returncode == 0, stderr
+    assert "usage: keras-lmu demo" in stdout
+    for option in ("--epochs", "--backend", "--batch-size", "--train-size"):
+        assert option in stdout
+    assert "{jax,tensorflow,torch}" in stdout
+    assert f"(default: {cli.DEMO_EPOCHS})" in stdout
+
+
+def test_demo_without_data_explains_and_exits_1(runs):
+    """Started on another backend: the command re-executes itself on ``--backend``."""
+    returncode, stdout, stderr = runs["no_data"].result()
+    assert returncode == 1
+    assert f"Using Keras backend: {BACKEND}" in stdout
+    assert "error:" in stderr and "KERAS_LMU_DATA" in stderr and "mnist.npz" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_tiny_demo_prints_test_accuracy(runs):

@@ -1,0 +1,118 @@
+"""Bad arguments and inputs raise clear errors that name the argument."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lmu
+
+CLASSES = ["LMU", "LMUCell", "LMUFeedforward"]
+
+BAD_ARGUMENTS = [
+    # (argument overrides, exception type, text the message must contain)
+    (dict(memory_d=0), ValueError, "memory_d"),
+    (dict(memory_d=-2), ValueError, "memory_d"),
+    (dict(memory_d=1.5), TypeError, "memory_d"),
+    (dict(memory_d="4"), TypeError, "memory_d"),
+    (dict(order=0), ValueError, "order"),
+    (dict(order=2.5), TypeError, "order"),
+    (dict(order=True), TypeError, "order"),
+    (dict(theta=0), ValueError, "theta"),
+    (dict(theta=-3.0), ValueError, "theta"),
+    (dict(theta=float("inf")), ValueError, "theta"),
+    (dict(theta=float("nan")), ValueError, "theta"),
+    (dict(theta="10"), TypeError, "theta"),
+    (dict(discretizer="bilinear"), ValueError, "discretizer"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(dropout=-0.1), ValueError, "dropout"),
+    (dict(hidden_cell="dense"), TypeError, "hidden_cell"),
+    (dict(hidden_cell=object()), TypeError, "hidden_cell"),
+]
+
+
+def construct(cls, **overrides):
+    kwargs = dict(memory_d=1, order=4, theta=5.0, hidden_cell=None)
+    kwargs.update(overrides)
+    return getattr(keras_lmu, cls)(**kwargs)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("overrides, error, text", BAD_ARGUMENTS)
+def test_bad_argument_raises_at_construction(cls, overrides, error, text):
+    with pytest.raises(error, match=text):
+        construct(cls, **overrides)
+
+
+@pytest.mark.parametrize("cls", ["LMU", "LMUCell"])
+def test_recurrent_only_arguments(cls):
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        construct(cls, recurrent_dropout=1.2)
+    with pytest.raises(ValueError, match="hidden_to_memory"):
+        construct(cls, hidden_to_memory=True)
+
+
+def test_cell_input_to_hidden_without_hidden_cell_needs_input_d():
+    with pytest.raises(ValueError, match="input_d"):
+        keras_lmu.LMUCell(1, 4, 5.0, None, input_to_hidden=True)
+    assert keras_lmu.LMUCell(1, 4, 5.0, None, input_to_hidden=True, input_d=2).output_size == 6
+
+
+@pytest.mark.parametrize("cls", ["LMU", "LMUFeedforward"])
+def test_bad_conv_mode_and_truncation(cls):
+    with pytest.raises(ValueError, match="conv_mode"):
+        construct(cls, conv_mode="direct")
+    with pytest.raises(ValueError, match="truncate_ir"):
+        construct(cls, truncate_ir=-1e-3)
+    with pytest.raises(TypeError, match="truncate_ir"):
+        construct(cls, truncate_ir="small")
+
+
+def test_feedforward_refuses_recurrent_dropout():
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        construct("LMUFeedforward", memory_to_memory=True, recurrent_dropout=0.1)
+
+
+@pytest.mark.parametrize("cls", ["LMU", "LMUFeedforward"])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 4, 3, 1)])
+def test_inputs_must_be_three_dimensional(cls, shape):
+    layer = construct(cls)
+    with pytest.raises(ValueError, match=r"\(batch, steps, features\)"):
+        layer(np.zeros(shape, "float32"))
+    with pytest.raises(ValueError, match=r"\(batch, steps, features\)"):
+        keras.Model(keras.Input(shape[1:]), construct(cls)(keras.Input(shape[1:])))
+
+
+def test_input_size_contradicting_input_d():
+    with pytest.raises(ValueError, match="input_d=3"):
+        keras_lmu.LMU(1, 4, 5.0, None, input_d=3)(np.zeros((2, 5, 4), "float32"))
+    with pytest.raises(ValueError, match="input_d=3"):
+        keras.layers.RNN(keras_lmu.LMUCell(1, 4, 5.0, None, input_d=3))(
+            np.zeros((2, 5, 4), "float32")
+        )
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_no_kernel_needs_input_of_memory_d(cls):
+    layer = construct(cls, memory_d=2, kernel_initializer=None)
+    if cls == "LMUCell":
+        layer = keras.layers.RNN(layer)
+    with pytest.raises(ValueError, match="memory_d=2"):
+        layer(np.zeros((2, 5, 3), "float32"))
+    assert layer(np.zeros((2, 5, 2), "float32")).shape == (2, 8)
+
+
+def test_float64_on_jax_without_x64_warns():
+    """Run in a fresh JAX process without 64-bit mode (the JAX suite runs with it on)."""
+    if keras.backend.backend() != "jax":
+        pytest.skip("checked once, in the JAX run")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    env["KERAS_BACKEND"] = "jax"
+    script = "import keras_lmu; keras_lmu.LMUCell(1, 4, 5.0, None, dtype='float64')"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert "JAX_ENABLE_X64=1" in result.stderr
