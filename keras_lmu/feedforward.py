@@ -276,4 +276,6 @@ def _block_diagonal(block, copies: int):
     """``I_copies (x) block``: ``copies`` copies of ``block`` on the diagonal."""
     if copies == 1:
         return block
-    return ops.kron(ops.eye(copies, dtype=block.dtype), block)
+    rows, columns = block.shape
+    blocks = ops.einsum("de,ij->diej", ops.eye(copies, dtype=block.dtype), block)
+    return ops.reshape(blocks, (copies * rows, copies * columns))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lmu import legendre, validation
@@ -158,7 +159,7 @@ class LegendreMemory(keras.layers.Layer):
             self.theta_inv = self.add_weight(
                 name="theta_inv",
                 shape=(),
-                initializer=keras.initializers.Constant(1.0 / self._init_theta),
+                initializer=_exact_constant(1.0 / self._init_theta),
                 constraint=keras.constraints.NonNeg(),
             )
         if self.memory_to_memory:
@@ -171,11 +172,11 @@ class LegendreMemory(keras.layers.Layer):
         A, B = legendre.continuous_system(self.order)
         if self.trainable_A:
             self.A = self.add_weight(
-                name="A", shape=A.shape, initializer=keras.initializers.Constant(A)
+                name="A", shape=A.shape, initializer=_exact_constant(A)
             )
         if self.trainable_B:
             self.B = self.add_weight(
-                name="B", shape=B.shape, initializer=keras.initializers.Constant(B)
+                name="B", shape=B.shape, initializer=_exact_constant(B)
             )
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
@@ -250,6 +251,19 @@ class LegendreMemory(keras.layers.Layer):
         config = dict(config)
         config["hidden_cell"] = keras.saving.deserialize_keras_object(config.get("hidden_cell"))
         return cls(**config)
+
+
+def _exact_constant(value):
+    """Initializer with a float64 value, rounded once to the variable's dtype.
+
+    (``keras.initializers.Constant`` rounds through float32 first.)
+    """
+    value = np.asarray(value, dtype=np.float64)
+
+    def initializer(shape, dtype=None):
+        return ops.cast(np.broadcast_to(value, shape), dtype)
+
+    return initializer
 
 
 def _optional(function, value):
