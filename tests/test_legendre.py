@@ -1,0 +1,122 @@
+"""The pure NumPy mathematics in keras_lmu.legendre, against SciPy and first principles."""
+
+import keras
+import numpy as np
+import pytest
+from reference import discretized, legendre_ab
+from scipy.signal import cont2discrete
+
+from keras_lmu import legendre
+from keras_lmu import ops as lmu_ops
+
+
+def test_continuous_system_small_case_written_out():
+    A, B = legendre.continuous_system(3)
+    np.testing.assert_array_equal(A, [[-1, -1, -1], [3, -3, -3], [-5, 5, -5]])
+    np.testing.assert_array_equal(B, [1, -3, 5])
+
+
+@pytest.mark.parametrize("order", [1, 6, 64])
+def test_continuous_system_matches_definition(order):
+    A, B = legendre.continuous_system(order)
+    A_ref, B_ref = legendre_ab(order)
+    np.testing.assert_array_equal(A, A_ref)
+    np.testing.assert_array_equal(B, B_ref)
+
+
+@pytest.mark.parametrize("order, theta", [(1, 1.0), (6, 10.0), (64, 784.0), (256, 784.0)])
+def test_zoh_equals_scipy_cont2discrete(order, theta):
+    A, B = legendre.continuous_system(order)
+    A_bar, B_bar = legendre.discretize_zoh(A, B, theta)
+    A_ref, B_ref, *_ = cont2discrete(
+        (A / theta, B[:, None] / theta, np.eye(order), np.zeros((order, 1))), 1, method="zoh"
+    )
+    scale = np.max(np.abs(A_ref))
+    assert np.max(np.abs(A_bar - A_ref)) <= 1e-12 * scale
+    assert np.max(np.abs(B_bar - B_ref[:, 0])) <= 1e-12 * np.max(np.abs(B_ref))
+
+
+def test_euler_definition():
+    A, B = legendre.continuous_system(5)
+    A_bar, B_bar = legendre.discretize(A, B, 20.0, "euler")
+    np.testing.assert_allclose(A_bar, np.eye(5) + A / 20.0, rtol=0, atol=0)
+    np.testing.assert_allclose(B_bar, B / 20.0, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="discretizer"):
+        legendre.discretize(A, B, 20.0, "tustin")
+
+
+def test_impulse_response_is_powers_of_A_bar_times_B_bar():
+    A_bar, B_bar = legendre.discrete_system(6, 12.0)
+    response = legendre.impulse_response(A_bar, B_bar, 40)
+    assert response.shape == (40, 6)
+    np.testing.assert_allclose(response[17], np.linalg.matrix_power(A_bar, 17) @ B_bar, rtol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 64, 100])
+def test_graph_impulse_response_by_doubling_matches_numpy(steps):
+    A_bar, B_bar = discretized(8, 30.0, "zoh")
+    expected = legendre.impulse_response(A_bar, B_bar, steps)
+    dtype = "float64" if _float64() else "float32"
+    response = lmu_ops.impulse_response(
+        keras.ops.convert_to_tensor(A_bar, dtype), keras.ops.convert_to_tensor(B_bar, dtype), steps
+    )
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(response), expected, atol=tolerance)
+
+
+def _float64():
+    from conftest import FLOAT64
+
+    return FLOAT64
+
+
+@pytest.mark.parametrize("discretizer", ["zoh", "euler"])
+def test_graph_discretization_matches_numpy(discretizer):
+    A, B = legendre.continuous_system(7)
+    expected = legendre.discretize(A, B, 25.0, discretizer)
+    dtype = "float64" if _float64() else "float32"
+    A_bar, B_bar = lmu_ops.discretize(
+        keras.ops.convert_to_tensor(A, dtype), keras.ops.convert_to_tensor(B, dtype),
+        keras.ops.convert_to_tensor(1 / 25.0, dtype), discretizer,
+    )
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(A_bar), expected[0], atol=tolerance)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(B_bar), expected[1], atol=tolerance)
+
+
+def test_legendre_basis_values():
+    basis = legendre.legendre_basis(3, 10.0, [0.0, 5.0, 10.0])
+    # P0 = 1, P1(x) = x, P2(x) = (3x^2 - 1)/2 at x = -1, 0, 1
+    np.testing.assert_allclose(basis, [[1, -1, 1], [1, 0, -0.5], [1, 1, 1]], atol=1e-15)
+
+
+def test_decode_window_reads_delayed_input_back():
+    """The memory holds the last theta steps: u(t - tau) ~ P(2 tau / theta - 1) . m(t)."""
+    order, theta, steps = 16, 60.0, 300
+    A_bar, B_bar = legendre.discrete_system(order, theta)
+    t = np.arange(steps)
+    u = np.sin(2 * np.pi * t / 70.0) + 0.5 * np.cos(2 * np.pi * t / 45.0)
+    memory = np.zeros(order)
+    for value in u:
+        memory = A_bar @ memory + B_bar * value
+    delays = np.arange(0, 61, 5)
+    decoded = legendre.decode_window(memory, theta, delays)
+    # zero-order hold: delay tau reads the input held over step t - tau + 1/2
+    true = np.interp(steps - 1 - delays + 0.5, t, u)
+    assert np.max(np.abs(decoded - true)) < 0.02
+    assert legendre.decode_window(np.stack([memory, 2 * memory]), theta, delays).shape == (2, 13)
+
+
+def test_truncation_length_drops_only_a_negligible_tail():
+    A_bar, B_bar = legendre.discrete_system(8, 20.0)
+    response = legendre.impulse_response(A_bar, B_bar, 2000)
+    keep = legendre.truncation_length(response, 1e-4)
+    assert 20 <= keep < 2000
+    magnitude = np.abs(response).sum(axis=1)
+    assert magnitude[keep:].sum() < 1e-4 * magnitude.sum() <= magnitude[keep - 1 :].sum()
+    assert legendre.truncation_length(response, 0.0) == 2000
+
+
+def test_euler_stability():
+    assert legendre.euler_is_stable(8, 200.0)
+    assert not legendre.euler_is_stable(256, 784.0)
