@@ -19,9 +19,11 @@ def legendre_ab(order):
     return A, B
 
 
-def discretized(order, theta, discretizer):
-    """(A_bar, B_bar) by SciPy's zero-order hold, or by forward Euler."""
-    A, B = legendre_ab(order)
+def discretized(order, theta, discretizer, A=None, B=None):
+    """(A_bar, B_bar) by SciPy's zero-order hold, or by forward Euler (A, B: Legendre's by default)."""
+    A_legendre, B_legendre = legendre_ab(order)
+    A = A_legendre if A is None else A
+    B = B_legendre if B is None else B
     if discretizer == "zoh":
         A_bar, B_bar, *_ = cont2discrete(
             (A / theta, B[:, None] / theta, np.eye(order), np.zeros((order, 1))), 1, method="zoh"
@@ -49,13 +51,15 @@ def lmu_reference(
     hidden_size=0,
     hidden_to_memory=False,
     input_to_hidden=False,
+    A=None,
+    B=None,
 ):
     """Outputs (batch, steps, features) and final memories of an LMU, step by step.
 
     ``hidden`` is None (output = memory [+ input]), ("dense", W, b) or
     ("simple_rnn", W, U, b).
     """
-    A_bar, B_bar = discretized(order, theta, discretizer)
+    A_bar, B_bar = discretized(order, theta, discretizer, A, B)
     batch, steps, _ = x.shape
     memory = np.zeros((batch, memory_d, order))
     h = np.zeros((batch, hidden_size))

@@ -13,23 +13,23 @@ exact = pytest.mark.usefixtures("exact_floatx")
 
 # Each option value appears; combinations sampled (not the full product).
 CASES = [
-    # form, discretizer, memory_d, hidden, h2m, m2m, i2h, bias, return_sequences, kernel
-    ("lmu", "zoh", 1, None, False, False, False, False, True, True),
-    ("lmu", "euler", 3, "dense", False, True, True, True, False, True),
-    ("lmu", "zoh", 2, "rnn", True, True, False, True, True, True),
-    ("lmu", "euler", 1, "rnn", False, False, True, False, True, True),
-    ("lmu", "zoh", 2, "dense", False, False, False, True, False, False),
-    ("lmu", "zoh", 2, None, False, True, True, True, False, True),
-    ("rnn", "zoh", 3, None, False, True, False, True, True, True),
-    ("rnn", "euler", 2, "rnn", True, False, True, True, False, True),
-    ("rnn", "zoh", 1, "dense", True, True, True, False, True, True),
-    ("rnn", "euler", 2, None, False, False, True, False, True, False),
-    ("fft", "zoh", 2, "dense", False, False, True, True, True, True),
-    ("fft", "euler", 1, None, False, True, False, False, False, True),
-    ("fft", "zoh", 3, "rnn", False, False, False, True, False, True),
-    ("raw", "euler", 3, "dense", False, False, False, False, True, True),
-    ("raw", "zoh", 1, "rnn", False, True, True, True, True, True),
-    ("raw", "zoh", 2, None, False, False, True, False, False, False),
+    # form, discretizer, memory_d, hidden, h2m, m2m, i2h, bias, return_sequences, kernel, trainable
+    ("lmu", "zoh", 1, None, False, False, False, False, True, True, None),
+    ("lmu", "euler", 3, "dense", False, True, True, True, False, True, "theta"),
+    ("lmu", "zoh", 2, "rnn", True, True, False, True, True, True, "AB"),
+    ("lmu", "euler", 1, "rnn", False, False, True, False, True, True, "AB"),
+    ("lmu", "zoh", 2, "dense", False, False, False, True, False, False, "theta"),
+    ("lmu", "zoh", 2, None, False, True, True, True, False, True, None),
+    ("rnn", "zoh", 3, None, False, True, False, True, True, True, "theta"),
+    ("rnn", "euler", 2, "rnn", True, False, True, True, False, True, None),
+    ("rnn", "zoh", 1, "dense", True, True, True, False, True, True, "AB"),
+    ("rnn", "euler", 2, None, False, False, True, False, True, False, "theta"),
+    ("fft", "zoh", 2, "dense", False, False, True, True, True, True, "AB"),
+    ("fft", "euler", 1, None, False, True, False, False, False, True, "theta"),
+    ("fft", "zoh", 3, "rnn", False, False, False, True, False, True, None),
+    ("raw", "euler", 3, "dense", False, False, False, False, True, True, "theta"),
+    ("raw", "zoh", 1, "rnn", False, True, True, True, True, True, "AB"),
+    ("raw", "zoh", 2, None, False, False, True, False, False, False, None),
 ]
 
 
@@ -68,9 +68,14 @@ def memory_layer(layer):
 
 
 def randomize(layer, rng):
-    """Random weights (theta_inv stays at its initial value)."""
+    """Random weights; theta_inv is scaled and A, B perturbed around their start."""
     for weight in layer.weights:
-        if weight.name != "theta_inv":
+        value = keras.ops.convert_to_numpy(weight)
+        if weight.name == "theta_inv":
+            weight.assign(value * rng.uniform(0.7, 1.3))
+        elif weight.name in ("A", "B"):
+            weight.assign(value * (1 + 0.1 * rng.uniform(-1, 1, value.shape)))
+        else:
             weight.assign(rng.uniform(-0.5, 0.5, weight.shape))
 
 
@@ -100,23 +105,28 @@ def reference_for(layer, x, hidden_kind, **options):
         hidden_size=4 if hidden_kind else 0,
         hidden_to_memory=options["hidden_to_memory"],
         input_to_hidden=options["input_to_hidden"],
+        A=value(memory.A),
+        B=value(memory.B),
     )
 
 
 @exact
 @pytest.mark.parametrize(
-    "form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences, kernel",
+    "form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences, kernel, "
+    "trainable",
     CASES,
 )
 def test_matches_reference(
     rng, form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences,
-    kernel,
+    kernel, trainable,
 ):
     input_d = 3 if kernel else memory_d
     options = dict(
         memory_d=memory_d, order=5, theta=7.0 if discretizer == "zoh" else 15.0,
         discretizer=discretizer, hidden_to_memory=h2m, memory_to_memory=m2m, input_to_hidden=i2h,
         use_bias=use_bias, kernel_initializer="glorot_uniform" if kernel else None, dtype=DTYPE,
+        trainable_theta=trainable == "theta", trainable_A=trainable == "AB",
+        trainable_B=trainable == "AB",
     )
     if hidden_kind is None and i2h and form in ("lmu", "rnn"):
         options["input_d"] = input_d

@@ -1,0 +1,89 @@
+"""LMUFeedforward specifics: impulse response, truncation, unknown lengths, last step."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, DTYPE, TOLERANCE, assert_close
+from reference import discretized, lmu_reference
+
+import keras_lmu
+from keras_lmu import legendre
+
+
+def test_impulse_response_attribute_after_build():
+    layer = keras_lmu.LMUFeedforward(1, 6, 10.0, None, conv_mode="fft")
+    assert layer.impulse_response is None
+    layer(np.zeros((2, 50, 1), "float32"))
+    A_bar, B_bar = discretized(6, 10.0, "zoh")
+    np.testing.assert_allclose(
+        layer.impulse_response, legendre.impulse_response(A_bar, B_bar, 50), rtol=1e-10, atol=1e-14
+    )
+
+
+def test_raw_mode_truncates_only_a_negligible_tail(rng):
+    x = rng.uniform(-1, 1, (2, 400, 1)).astype("float32")
+    truncated = keras_lmu.LMUFeedforward(1, 6, 10.0, None, conv_mode="raw", return_sequences=True)
+    full = keras_lmu.LMUFeedforward(
+        1, 6, 10.0, None, conv_mode="raw", truncate_ir=None, return_sequences=True
+    )
+    truncated(x)
+    full(x)
+    full.set_weights(truncated.get_weights())
+    assert len(full.impulse_response) == 400
+    assert 10 < len(truncated.impulse_response) < 400
+    assert_close(truncated(x), full(x), tolerance=1e-3)
+
+
+def test_lmu_never_truncates_by_default():
+    layer = keras_lmu.LMU(1, 6, 10.0, None, conv_mode="raw", return_sequences=True)
+    layer(np.zeros((1, 300, 1), "float32"))
+    assert len(layer.layer.impulse_response) == 300
+
+
+@pytest.mark.usefixtures("exact_floatx")
+@pytest.mark.parametrize("conv_mode", ["fft", "raw"])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_unknown_sequence_length(rng, conv_mode, return_sequences):
+    """A model built for (None, features) works for any length, exactly."""
+    inp = keras.Input((None, 2), dtype=DTYPE)
+    layer = keras_lmu.LMUFeedforward(
+        2, 5, 8.0, None, conv_mode=conv_mode, truncate_ir=None,
+        return_sequences=return_sequences, dtype=DTYPE,
+    )
+    model = keras.Model(inp, layer(inp))
+    for steps in (7, 19):
+        x = rng.uniform(-1, 1, (3, steps, 2))
+        expected, _ = lmu_reference(
+            x, memory_d=2, order=5, theta=8.0, kernel=keras.ops.convert_to_numpy(layer.kernel)
+        )
+        actual = model.predict(x, verbose=0)
+        assert_close(actual, expected if return_sequences else expected[:, -1])
+
+
+def test_unknown_length_inside_a_traced_function_is_exact_and_warns(rng):
+    """Where the length is unknown while tracing (TensorFlow graphs), step by step, exactly."""
+    if BACKEND != "tensorflow":
+        pytest.skip("only TensorFlow traces with an unknown length")
+    import tensorflow as tf
+
+    layer = keras_lmu.LMUFeedforward(1, 5, 8.0, None, return_sequences=True, dtype="float64")
+    x = rng.uniform(-1, 1, (2, 11, 1))
+    layer(x)
+    function = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 1), tf.float64)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        actual = function(x)
+    assert any("unknown" in str(w.message) for w in caught)
+    assert_close(actual, layer(x), tolerance=TOLERANCE)
+
+
+def test_last_step_path_matches_full_sequence(rng):
+    x = rng.uniform(-1, 1, (3, 30, 2)).astype("float32")
+    last = keras_lmu.LMUFeedforward(2, 8, 12.0, keras.layers.Dense(4))
+    full = keras_lmu.LMUFeedforward(2, 8, 12.0, keras.layers.Dense(4), return_sequences=True)
+    last(x)
+    full(x)
+    full.set_weights(last.get_weights())
+    assert_close(last(x), keras.ops.convert_to_numpy(full(x))[:, -1], tolerance=1e-5)
