@@ -121,19 +121,10 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._variables_loaded_by_rnn = False
 
     @property
-    def hidden_state_size(self) -> list[int]:
-        """Sizes of the hidden component's states (its output, for a stateless layer)."""
-        if self.hidden_cell is None:
-            return []
-        if self._hidden_is_rnn_cell:
-            size = self.hidden_cell.state_size
-            return list(size) if isinstance(size, (list, tuple)) else [size]
-        return [self._hidden_output_size()]
-
-    @property
     def state_size(self) -> list[int]:
-        """``[memory_d * order] + hidden_state_size``."""
-        return [self.memory_d * self.order] + self.hidden_state_size
+        """``[memory_d * order]`` and the hidden component's state sizes (its output
+        size for a layer without state)."""
+        return [self.memory_d * self.order] + self._hidden_state_sizes()
 
     @property
     def output_size(self) -> int:

@@ -119,7 +119,9 @@ class LMUFeedforward(LegendreMemory):
         self._warned_unknown_length = False
         self._awaiting_variables = False
         if self._hidden_is_rnn_cell:
-            self.hidden_rnn = keras.layers.RNN(self.hidden_cell, return_sequences=return_sequences)
+            self.hidden_rnn = keras.layers.RNN(
+                self.hidden_cell, return_sequences=return_sequences, return_state=True
+            )
 
     # -- building -----------------------------------------------------------------
 
@@ -160,12 +162,7 @@ class LMUFeedforward(LegendreMemory):
         """``H`` for ``steps`` steps: (steps, order), or (steps, D*order, D) with memory_to_memory."""
         dtype = self.compute_dtype
         if self.memory_to_memory:
-            A_bar, B_bar = self.discrete_system()
-            G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
-            M = _block_diagonal(A_bar, self.memory_d) + ops.einsum(
-                "id,jd->ij", G, ops.cast(self.recurrent_kernel, dtype)
-            )
-            return lmu_ops.impulse_response(M, G, steps)
+            return lmu_ops.impulse_response(*self._state_matrices(), steps)
         if not self.has_trainable_system:
             return ops.convert_to_tensor(self._fixed_response(steps), dtype)
         A_bar, B_bar = self.discrete_system()
@@ -173,44 +170,114 @@ class LMUFeedforward(LegendreMemory):
 
     # -- computation ----------------------------------------------------------------------
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
+        return self.run(inputs, training=training, mask=mask)[0]
+
+    def run(self, inputs, training=False, mask=None, initial_state=None, zero_output_for_mask=False):
+        """Outputs and final states ``[memory, *hidden_states]``, as a Keras RNN gives them.
+
+        Parameters
+        ----------
+        inputs
+            Shape (batch, steps, features).
+        training : bool
+            Whether dropout is active.
+        mask
+            Optional boolean (batch, steps): masked steps leave the state unchanged
+            and repeat the previous output (zeros with ``zero_output_for_mask``).
+            The memory is then computed step by step (a mask makes it time-varying).
+        initial_state
+            Optional ``[memory, *hidden_states]`` to continue from; the memory's
+            free response ``A_bar^(t+1) m_0`` is added to the parallel result.
+        """
         if training and self.dropout > 0:
             batch, _, features = ops.shape(inputs)
             inputs = keras.random.dropout(
                 inputs, self.dropout, noise_shape=(batch, 1, features), seed=self.seed_generator
             )
         encoded = self.encode(inputs)
-        if inputs.shape[1] is None:
-            memory = self._memory_by_recurrence(encoded)
+        initial_memory = None if initial_state is None else initial_state[0]
+        hidden_states = None if initial_state is None else list(initial_state[1:])
+        if mask is not None or inputs.shape[1] is None:
+            memory = self._memory_by_recurrence(encoded, initial_memory, mask)
+            final_memory = memory[:, -1]
         elif not self.return_sequences and not self._hidden_is_rnn_cell:
-            memory = self._last_memory(encoded)
-            return self._hidden_output(memory, inputs[:, -1], training)
+            final_memory = self._last_memory(encoded, initial_memory)
+            output = self._stateless_hidden(final_memory, inputs[:, -1], training)
+            hidden_states = [output] if self.hidden_cell is not None else []
+            return output, [final_memory] + hidden_states
         else:
-            memory = self._all_memories(encoded)
-        return self._hidden_output(memory, inputs, training)
+            memory = self._all_memories(encoded, initial_memory)
+            final_memory = memory[:, -1]
+        output, hidden_states = self._hidden_sequence(
+            memory, inputs, training, mask, hidden_states, zero_output_for_mask
+        )
+        return output, [final_memory] + hidden_states
 
-    def _last_memory(self, encoded):
-        response = self._memory_response(encoded.shape[1])
+    def _free_response(self, initial_memory, steps: int):
+        """``s_t = M^(t+1) s_0`` for ``t < steps``: how the initial memory evolves without input."""
+        batch = ops.shape(initial_memory)[0]
+        if self.memory_to_memory:
+            matrix = self._state_matrices()[0]
+            states = ops.cast(initial_memory, matrix.dtype)  # (batch, D*N)
+        else:
+            matrix = self.discrete_system()[0]
+            states = ops.reshape(ops.cast(initial_memory, matrix.dtype), (-1, self.order))
+        first = ops.einsum("ij,bj->ib", matrix, states)  # M s_0, one column per state
+        response = lmu_ops.impulse_response(matrix, first, steps)  # (steps, size, states)
+        response = ops.transpose(response, (2, 0, 1))
+        if not self.memory_to_memory:  # (batch * D, steps, N) -> (batch, steps, D * N)
+            response = ops.reshape(response, (batch, self.memory_d, steps, self.order))
+            response = ops.reshape(ops.transpose(response, (0, 2, 1, 3)), (batch, steps, -1))
+        return response
+
+    def _state_matrices(self):
+        """``M = I (x) A_bar + G R^T`` and ``G = I (x) B_bar`` of the memory_to_memory system."""
+        A_bar, B_bar = self.discrete_system()
+        G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
+        M = _block_diagonal(A_bar, self.memory_d) + ops.einsum(
+            "id,jd->ij", G, ops.cast(self.recurrent_kernel, self.compute_dtype)
+        )
+        return M, G
+
+    def _last_memory(self, encoded, initial_memory=None):
+        steps = encoded.shape[1]
+        response = self._memory_response(steps)
         memory = lmu_ops.last_step_memory(encoded, response)
-        return ops.reshape(memory, (-1, self.memory_d * self.order))
+        memory = ops.reshape(memory, (-1, self.memory_d * self.order))
+        if initial_memory is not None:
+            memory = memory + self._free_response_last(initial_memory, steps)
+        return memory
 
-    def _all_memories(self, encoded):
+    def _free_response_last(self, initial_memory, steps: int):
+        """``M^steps s_0``: only the final step of the free response."""
+        if self.memory_to_memory:
+            matrix = lmu_ops.matrix_power(self._state_matrices()[0], steps)
+            return ops.einsum("ij,bj->bi", matrix, ops.cast(initial_memory, matrix.dtype))
+        matrix = lmu_ops.matrix_power(self.discrete_system()[0], steps)
+        states = ops.reshape(ops.cast(initial_memory, matrix.dtype), (-1, self.memory_d, self.order))
+        return ops.reshape(ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order))
+
+    def _all_memories(self, encoded, initial_memory=None):
         steps = encoded.shape[1]
         response = self._memory_response(steps)
         if self.conv_mode == "fft":
             memory = lmu_ops.causal_convolution_fft(encoded, response)
         else:
             memory = lmu_ops.causal_convolution_direct(encoded, response)
-        return ops.reshape(memory, (-1, steps, self.memory_d * self.order))
+        memory = ops.reshape(memory, (-1, steps, self.memory_d * self.order))
+        if initial_memory is not None:
+            memory = memory + self._free_response(initial_memory, steps)
+        return memory
 
-    def _memory_by_recurrence(self, encoded):
-        """Exact step-by-step memory, for a sequence length unknown while tracing."""
-        if not self._warned_unknown_length:
+    def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
+        """Exact step-by-step memory: for masks, and lengths unknown while tracing."""
+        if mask is None and not self._warned_unknown_length:
             warnings.warn(
                 f"{self.name}: the sequence length is unknown while tracing, so the "
                 "memory is computed step by step; give the input a fixed length "
                 "(e.g. keras.Input((steps, features))) to compute it in parallel.",
-                stacklevel=2,
+                stacklevel=3,
             )
             self._warned_unknown_length = True
         A_bar, B_bar = self.discrete_system()
@@ -219,35 +286,71 @@ class LMUFeedforward(LegendreMemory):
         if self.memory_to_memory:
             recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
 
-        def step(memory, u):
+        def update(memory, u):
             if self.memory_to_memory:
                 u = u + ops.einsum("bk,kd->bd", ops.reshape(memory, (batch, -1)), recurrent_kernel)
-            memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
+            return ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
+
+        def step(memory, u):
+            memory = update(memory, u)
             return memory, memory
 
-        initial = ops.zeros((batch, self.memory_d, self.order), dtype=dtype)
-        _, memory = ops.scan(step, initial, ops.transpose(encoded, (1, 0, 2)))
+        def masked_step(memory, inputs):
+            u, keep = inputs
+            memory = ops.where(keep, update(memory, u), memory)
+            return memory, memory
+
+        if initial_memory is None:
+            initial = ops.zeros((batch, self.memory_d, self.order), dtype=dtype)
+        else:
+            initial = ops.reshape(ops.cast(initial_memory, dtype), (batch, self.memory_d, self.order))
+        encoded = ops.transpose(encoded, (1, 0, 2))
+        if mask is None:
+            _, memory = ops.scan(step, initial, encoded)
+        else:
+            keep = ops.transpose(ops.cast(mask, "bool"), (1, 0))[:, :, None, None]
+            _, memory = ops.scan(masked_step, initial, (encoded, keep))
         memory = ops.transpose(memory, (1, 0, 2, 3))
         return ops.reshape(memory, (batch, -1, self.memory_d * self.order))
 
-    def _hidden_output(self, memory, inputs, training):
+    def _stateless_hidden(self, memory, inputs, training):
+        """The hidden component without state (or none) on one step or on every step."""
         hidden_input = memory
         if self.input_to_hidden:
             hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
         if self.hidden_cell is None:
-            output = hidden_input
-        elif self._hidden_is_rnn_cell:
-            return self.hidden_rnn(hidden_input, training=training)
-        elif len(hidden_input.shape) == 2:
-            output = self.hidden_cell(hidden_input, training=training)
-        else:  # the same stateless layer at every step
-            batch, steps = ops.shape(hidden_input)[0], ops.shape(hidden_input)[1]
-            flat = ops.reshape(hidden_input, (-1, hidden_input.shape[-1]))
-            output = self.hidden_cell(flat, training=training)
-            output = ops.reshape(output, (batch, steps, output.shape[-1]))
-        if self.return_sequences or len(output.shape) == 2:
-            return output
-        return output[:, -1]
+            return hidden_input
+        if len(hidden_input.shape) == 2:
+            return self.hidden_cell(hidden_input, training=training)
+        batch, steps = ops.shape(hidden_input)[0], ops.shape(hidden_input)[1]
+        flat = ops.reshape(hidden_input, (-1, hidden_input.shape[-1]))
+        output = self.hidden_cell(flat, training=training)
+        return ops.reshape(output, (batch, steps, output.shape[-1]))
+
+    def _hidden_sequence(self, memory, inputs, training, mask, hidden_states, zero_output_for_mask):
+        """Outputs and final hidden states from the whole memory sequence."""
+        if self._hidden_is_rnn_cell:
+            self.hidden_rnn.zero_output_for_mask = zero_output_for_mask
+            hidden_input = memory
+            if self.input_to_hidden:
+                hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
+            output, *states = self.hidden_rnn(
+                hidden_input, initial_state=hidden_states, mask=mask, training=training
+            )
+            return output, states
+        outputs = self._stateless_hidden(memory, inputs, training)
+        last = outputs[:, -1]
+        if mask is not None:
+            last = lmu_ops.hold_masked_steps(outputs, mask)[:, -1]
+            outputs = lmu_ops.hold_masked_steps(outputs, mask, zero_output_for_mask)
+        output = outputs if self.return_sequences else last
+        if self.hidden_cell is None:
+            return output, []
+        if mask is not None and hidden_states:
+            # a sequence that is masked throughout keeps its initial hidden state
+            any_step = ops.any(ops.cast(mask, "bool"), axis=1, keepdims=True)
+            last = ops.where(any_step, last, ops.cast(hidden_states[0], last.dtype))
+        return output, [last]
 
     # -- saving -----------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import weakref
 
 import keras
+from keras import ops
+from keras.src import backend as keras_backend
+from keras.src.utils import tracking
 
 from keras_lmu import validation
 from keras_lmu.cell import LMUCell
@@ -77,9 +80,14 @@ class LMU(keras.layers.Layer):
         truncate_ir=None,
         trainable_A=False,
         trainable_B=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        zero_output_for_mask=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.supports_masking = True
         self.cell_config = {
             "memory_d": memory_d,
             "order": order,
@@ -108,7 +116,12 @@ class LMU(keras.layers.Layer):
         self.return_sequences = bool(return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.layer = None
+        self.states = None
 
     def __setattr__(self, name, value):
         # The template cell only validates arguments: keep it out of Keras's tracking.
@@ -144,8 +157,14 @@ class LMU(keras.layers.Layer):
             return template.recurrent_dropout == 0 and size <= PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE
         return True
 
+    @property
+    def state_size(self) -> list[int]:
+        """Sizes of the states ``[memory, *hidden_states]`` (like an RNN cell's)."""
+        template = self._template
+        return [template.memory_d * template.order] + template._hidden_state_sizes()
+
     def build(self, input_shape):
-        _, steps, input_d = validation.sequence_shape(self.name, input_shape)
+        batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
         config = dict(self.cell_config)
         hidden_cell = self.hidden_cell
@@ -165,18 +184,95 @@ class LMU(keras.layers.Layer):
             object.__setattr__(self.layer, "cell", _VariablesInCell(self.layer))
         else:
             cell = LMUCell(hidden_cell=hidden_cell, dtype=self.dtype_policy, **config)
-            self.layer = _LMURNN(cell, return_sequences=self.return_sequences, dtype=self.dtype_policy)
+            self.layer = _LMURNN(
+                cell, return_sequences=self.return_sequences, return_state=True,
+                dtype=self.dtype_policy,
+            )
             self.layer.build(input_shape)
+        if self.stateful:
+            if batch is None:
+                raise ValueError(
+                    f"{self.name} has stateful=True, which needs a fixed batch size: give the "
+                    "input one, e.g. keras.Input((steps, features), batch_size=32)"
+                )
+            self._create_state_variables(batch)
         self.built = True
 
-    def call(self, inputs, training=None):
-        return self.layer(inputs, training=training)
+    @tracking.no_automatic_dependency_tracking
+    def _create_state_variables(self, batch_size: int):
+        # Not weights: kept out of get_weights() and saved files, as in keras.layers.RNN.
+        self.states = [
+            keras.Variable(
+                ops.zeros((batch_size, size)), trainable=False, dtype=self.variable_dtype,
+                name="lmu_state",
+            )
+            for size in self.state_size
+        ]
+
+    def reset_state(self):
+        """Set the carried states of a stateful LMU back to zero."""
+        for state in self.states or []:
+            state.assign(ops.zeros_like(state.value))
+
+    def reset_states(self):
+        """Alias of :meth:`reset_state`."""
+        self.reset_state()
+
+    def call(self, inputs, mask=None, training=None, initial_state=None):
+        if self.go_backwards:
+            inputs = ops.flip(inputs, axis=1)
+            mask = None if mask is None else ops.flip(mask, axis=1)
+        if initial_state is None and self.stateful:
+            initial_state = [ops.convert_to_tensor(state) for state in self.states]
+        elif initial_state is not None:
+            initial_state = self._check_initial_state(initial_state)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+        if isinstance(self.layer, LMUFeedforward):
+            output, states = self.layer.run(
+                inputs, training=training, mask=mask, initial_state=initial_state,
+                zero_output_for_mask=self.zero_output_for_mask,
+            )
+        else:
+            self.layer.zero_output_for_mask = self.zero_output_for_mask
+            output, *states = self.layer(
+                inputs, initial_state=initial_state, mask=mask, training=training
+            )
+        if self.stateful:
+            for variable, state in zip(self.states, states):
+                variable.assign(ops.cast(state, variable.dtype))
+        if self.return_state:
+            return [output, *states]
+        return output
+
+    def _check_initial_state(self, initial_state) -> list:
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        sizes = self.state_size
+        shapes = [tuple(state.shape) for state in states]
+        if len(states) != len(sizes) or any(
+            len(shape) != 2 or shape[-1] != size for shape, size in zip(shapes, sizes)
+        ):
+            raise ValueError(
+                f"{self.name} expects initial_state as {len(sizes)} tensors of shapes "
+                f"{[('batch', size) for size in sizes]} ([memory, *hidden_states]), got "
+                f"shapes {shapes}"
+            )
+        return [ops.cast(state, self.compute_dtype) for state in states]
 
     def compute_output_shape(self, input_shape):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
         size = self._template._hidden_output_size(input_d)
-        return (batch, steps, size) if self.return_sequences else (batch, size)
+        output = (batch, steps, size) if self.return_sequences else (batch, size)
+        if self.return_state:
+            return [output] + [(batch, state) for state in self.state_size]
+        return output
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None for _ in self.state_size]
+        return output_mask
 
     def get_config(self):
         config = self._template._memory_config()
@@ -185,6 +281,10 @@ class LMU(keras.layers.Layer):
             return_sequences=self.return_sequences,
             conv_mode=self.conv_mode,
             truncate_ir=self.truncate_ir,
+            return_state=self.return_state,
+            go_backwards=self.go_backwards,
+            stateful=self.stateful,
+            zero_output_for_mask=self.zero_output_for_mask,
         )
         return {**super().get_config(), **config}
 
@@ -202,6 +302,40 @@ class _LMURNN(keras.layers.RNN):
     and under ``layer/cell/`` when it runs ``RNN(LMUCell)``; files load whichever
     form the loading ``LMU`` picks.
     """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        """Step through the sequence; with a mask, hold states and outputs at masked steps.
+
+        Keras's loops take the first state to be the previous output, which for an
+        ``LMUCell`` is the memory, so masking is done here: masked steps keep every
+        state and repeat the last output (zeros with ``zero_output_for_mask``).
+        """
+        if mask is None:
+            return super().inner_loop(sequences, initial_state, None, training=training)
+        cell = self.cell
+        keep = ops.cast(ops.expand_dims(mask, -1), sequences.dtype)
+        batch = ops.shape(sequences)[0]
+        no_output = ops.zeros((batch, cell.output_size), dtype=cell.compute_dtype)
+
+        def step(inputs, states):
+            inputs, keep = inputs[:, :-1], inputs[:, -1:] > 0
+            *states, previous_output = states
+            output, new_states = cell(inputs, states, training=training)
+            new_states = [ops.where(keep, new, old) for new, old in zip(new_states, states)]
+            held = ops.where(keep, output, previous_output)
+            shown = ops.where(keep, output, no_output) if self.zero_output_for_mask else held
+            return shown, new_states + [held]
+
+        _, outputs, states = keras_backend.rnn(
+            step,
+            ops.concatenate([sequences, keep], axis=-1),
+            list(initial_state) + [no_output],
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            return_all_outputs=self.return_sequences,
+        )
+        return states[-1], outputs, states[:-1]
 
     def load_own_variables(self, store):
         if len(store.keys()) == 0:

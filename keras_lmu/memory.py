@@ -116,6 +116,15 @@ class LegendreMemory(keras.layers.Layer):
             )
         return sizes.pop()
 
+    def _hidden_state_sizes(self, input_d: int | None = None) -> list[int]:
+        """Sizes of the hidden component's states (its output, for a stateless layer)."""
+        if self.hidden_cell is None:
+            return []
+        if self._hidden_is_rnn_cell:
+            size = self.hidden_cell.state_size
+            return list(size) if isinstance(size, (list, tuple)) else [size]
+        return [self._hidden_output_size(input_d)]
+
     def _build_hidden(self, input_d: int):
         if self.hidden_cell is not None and not self.hidden_cell.built:
             self.hidden_cell.build((None, self._hidden_input_size(input_d)))

@@ -99,6 +99,53 @@ def impulse_response(A_bar, B_bar, steps: int):
     return response[:steps]
 
 
+def matrix_power(matrix, exponent: int):
+    """``matrix ** exponent`` by repeated squaring (about ``2 log2(exponent)`` products)."""
+    result = None
+    power = matrix
+    while True:
+        if exponent & 1:
+            result = power if result is None else ops.einsum("ij,jk->ik", result, power)
+        exponent >>= 1
+        if not exponent:
+            break
+        power = ops.einsum("ij,jk->ik", power, power)
+    if result is None:
+        return ops.eye(matrix.shape[0], dtype=matrix.dtype)
+    return result
+
+
+def last_unmasked_index(mask):
+    """For each step, the index of the last unmasked step up to it, or -1 if none.
+
+    ``mask`` is boolean (batch, steps); returns int32 (batch, steps).
+    """
+    steps = ops.shape(mask)[1]
+    index = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)
+    index = ops.where(ops.cast(mask, "bool"), index, -1)
+    return ops.associative_scan(ops.maximum, index, axis=1)
+
+
+def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False):
+    """Outputs as a Keras RNN gives them under a mask.
+
+    A masked step repeats the output of the last unmasked step before it (zeros
+    when there is none), or is zero when ``zero_output_for_mask``.
+
+    Parameters
+    ----------
+    outputs
+        Per-step outputs computed as if nothing were masked, (batch, steps, features).
+    mask
+        Boolean (batch, steps).
+    """
+    if zero_output_for_mask:
+        return outputs * ops.cast(ops.expand_dims(mask, -1), outputs.dtype)
+    source = last_unmasked_index(mask)
+    held = ops.take_along_axis(outputs, ops.expand_dims(ops.maximum(source, 0), -1), axis=1)
+    return ops.where(ops.expand_dims(source >= 0, -1), held, ops.zeros_like(held))
+
+
 def causal_convolution_fft(signal, response):
     """Every step of ``m_t = sum_k H[k] v_{t-k}``, by FFT over time.
 
