@@ -120,10 +120,16 @@ def last_unmasked_index(mask):
 
     ``mask`` is boolean (batch, steps); returns int32 (batch, steps).
     """
-    steps = ops.shape(mask)[1]
-    index = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)
-    index = ops.where(ops.cast(mask, "bool"), index, -1)
-    return ops.associative_scan(ops.maximum, index, axis=1)
+    mask = ops.transpose(ops.cast(mask, "bool"))  # (steps, batch)
+    steps = ops.shape(mask)[0]
+    index = ops.where(mask, ops.expand_dims(ops.arange(steps, dtype="int32"), 1), -1)
+
+    def running_max(latest, current):
+        latest = ops.maximum(latest, current)
+        return latest, latest
+
+    start = ops.full_like(index[0], -1)
+    return ops.transpose(ops.scan(running_max, start, index)[1])
 
 
 def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False):

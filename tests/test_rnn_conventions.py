@@ -1,0 +1,179 @@
+"""Keras RNN conventions on every path: states, stateful streaming, go_backwards, masks,
+Bidirectional."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import DTYPE, assert_close
+from reference import ReluRNNCell, linear_layer
+
+import keras_lmu
+
+# (name, LMU options, expected inner form)
+CONFIGS = [
+    ("parallel-dense", dict(hidden="dense", use_bias=True), keras_lmu.LMUFeedforward),
+    ("parallel-rnn", dict(hidden="rnn", input_to_hidden=True), keras_lmu.LMUFeedforward),
+    ("parallel-m2m-theta", dict(hidden=None, memory_to_memory=True, trainable_theta=True),
+     keras_lmu.LMUFeedforward),
+    ("recurrent", dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
+     keras.layers.RNN),
+    ("recurrent-dense", dict(hidden="dense", hidden_to_memory=True), keras.layers.RNN),
+]
+pytestmark = pytest.mark.usefixtures("exact_floatx")
+
+
+def make_lmu(options, **kwargs):
+    options = dict(options)
+    hidden = options.pop("hidden")
+    hidden_cell = {"dense": lambda: linear_layer(3, DTYPE), "rnn": lambda: ReluRNNCell(3),
+                   None: lambda: None}[hidden]()
+    return keras_lmu.LMU(2, 5, 7.0, hidden_cell, dtype=DTYPE, **options, **kwargs)
+
+
+def build_pair(options, rng, features=2, **kwargs):
+    """An LMU with random weights, and a factory of copies with the same weights."""
+    layer = make_lmu(options, **kwargs)
+    x = rng.uniform(-1, 1, (3, 16, features))
+    layer(x)
+    for w in layer.weights:
+        if w.name != "theta_inv":
+            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+
+    def copy(**other):
+        clone = make_lmu(options, **{**kwargs, **other})
+        clone(x[:, :2]) if not other.get("stateful") else None
+        return clone
+
+    return layer, x, copy
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_inner_form(rng, name, options, form):
+    layer, _, _ = build_pair(options, rng)
+    assert isinstance(layer.layer, form)
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_return_state_then_initial_state_continues_exactly(rng, name, options, form,
+                                                          return_sequences):
+    layer, x, copy = build_pair(options, rng, return_sequences=return_sequences,
+                                return_state=True)
+    output, *states = layer(x)
+    assert [tuple(s.shape) for s in states] == [(3, size) for size in layer.state_size]
+    first_output, *first_states = layer(x[:, :9])
+    second_output, *second_states = layer(x[:, 9:], initial_state=first_states)
+    for state, expected in zip(second_states, states):
+        assert_close(state, expected)
+    if return_sequences:
+        assert_close(np.concatenate([numpy(first_output), numpy(second_output)], 1), output)
+    else:
+        assert_close(second_output, output)
+
+
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_stateful_chunks_equal_one_call_and_reset(rng, name, options, form):
+    layer, x, copy = build_pair(options, rng, return_sequences=True)
+    expected = numpy(layer(x))
+    inp = keras.Input((None, 2), batch_size=3, dtype=DTYPE)
+    streaming = copy(stateful=True)
+    model = keras.Model(inp, streaming(inp))
+    streaming.set_weights(layer.get_weights())
+    chunks = [numpy(model(x[:, start : start + 4])) for start in range(0, 16, 4)]
+    assert_close(np.concatenate(chunks, axis=1), expected)
+    streaming.reset_states()
+    assert_close(model(x[:, :4]), expected[:, :4])
+
+
+def test_stateful_needs_a_fixed_batch_size():
+    layer = keras_lmu.LMU(1, 4, 5.0, None, stateful=True)
+    with pytest.raises(ValueError, match="batch size"):
+        keras.Model(keras.Input((5, 1)), layer(keras.Input((5, 1))))
+
+
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_streaming_one_step_at_a_time(rng, name, options, form):
+    """A parallel-trained LMU runs online, one step per call, with identical outputs."""
+    layer, x, copy = build_pair(options, rng, return_sequences=True)
+    expected = numpy(layer(x))
+    online = copy(stateful=True, return_sequences=False)
+    online.build((3, 1, 2))
+    online.set_weights(layer.get_weights())
+    steps = [numpy(online(x[:, t : t + 1])) for t in range(x.shape[1])]
+    assert_close(np.stack(steps, axis=1), expected)
+
+
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_go_backwards_processes_the_reversed_sequence(rng, name, options, form):
+    layer, x, copy = build_pair(options, rng, return_sequences=True)
+    backwards = copy(go_backwards=True)
+    backwards.set_weights(layer.get_weights())
+    assert_close(backwards(x), layer(x[:, ::-1]))
+
+
+def masked_reference(layer, x, mask, zero_output_for_mask=False):
+    """Unmasked steps give the outputs of the layer on the unmasked steps alone;
+    masked steps repeat the previous output (zeros before the first)."""
+    outputs = np.zeros((x.shape[0], x.shape[1], layer.compute_output_shape(x.shape)[-1]))
+    finals = []
+    for b in range(x.shape[0]):
+        kept = np.flatnonzero(mask[b])
+        compact = numpy(layer(x[b : b + 1, kept]))[0]
+        previous = np.zeros(outputs.shape[-1])
+        j = 0
+        for t in range(x.shape[1]):
+            if mask[b, t]:
+                previous = compact[j]
+                j += 1
+                outputs[b, t] = previous
+            else:
+                outputs[b, t] = 0 if zero_output_for_mask else previous
+        finals.append(previous)
+    return outputs, np.stack(finals)
+
+
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
+    layer, x, copy = build_pair(options, rng, return_sequences=True)
+    mask = rng.uniform(size=x.shape[:2]) > 0.35
+    mask[:, 0] = True  # a leading masked step depends on conventions for the initial output
+    expected, finals = masked_reference(layer, x, mask, zero_output_for_mask)
+    masked = copy(zero_output_for_mask=zero_output_for_mask)
+    masked.set_weights(layer.get_weights())
+    assert_close(masked(x, mask=mask), expected)
+    last = copy(return_sequences=False)
+    last.set_weights(layer.get_weights())
+    assert_close(last(x, mask=mask), finals)
+
+
+def test_masking_layer_is_respected(rng):
+    x = rng.uniform(-1, 1, (2, 10, 2))
+    x[0, 6:] = 0.0  # padding
+    inp = keras.Input((10, 2), dtype=DTYPE)
+    lmu = keras_lmu.LMU(1, 4, 6.0, linear_layer(3, DTYPE), dtype=DTYPE)
+    model = keras.Model(inp, lmu(keras.layers.Masking(0.0, dtype=DTYPE)(inp)))
+    assert_close(model(x[:1]), lmu(x[:1, :6]))
+
+
+@pytest.mark.parametrize("name, options, form", CONFIGS[:1] + CONFIGS[3:4])
+def test_bidirectional_trains_saves_and_loads(rng, tmp_path, name, options, form):
+    inp = keras.Input((12, 2), dtype=DTYPE)
+    layer = make_lmu(options, return_sequences=True)
+    hidden = keras.layers.Bidirectional(layer)(keras.layers.Masking(0.0, dtype=DTYPE)(inp))
+    model = keras.Model(inp, keras.layers.Dense(1, dtype=DTYPE)(hidden))
+    model.compile(optimizer="adam", loss="mse")
+    x = rng.uniform(-1, 1, (8, 12, 2))
+    x[:4, 9:] = 0.0
+    model.fit(x, rng.uniform(size=(8, 12, 1)), epochs=2, verbose=0)
+    path = str(tmp_path / "bidirectional.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, custom_objects={"ReluRNNCell": ReluRNNCell})
+    assert_close(loaded(x), model(x))
+    bidirectional = model.layers[2]
+    assert bidirectional.backward_layer.go_backwards
+    assert bidirectional.forward_layer.zero_output_for_mask
