@@ -159,7 +159,8 @@ class LMUFeedforward(LegendreMemory):
         return self._responses[steps]
 
     def _memory_response(self, steps: int):
-        """``H`` for ``steps`` steps: (steps, order), or (steps, D*order, D) with memory_to_memory."""
+        """``H`` for ``steps`` steps: (steps, order), or (steps, D * order, D) with
+        memory_to_memory."""
         dtype = self.compute_dtype
         if self.memory_to_memory:
             return lmu_ops.impulse_response(*self._state_matrices(), steps)
@@ -173,7 +174,9 @@ class LMUFeedforward(LegendreMemory):
     def call(self, inputs, training=False, mask=None):
         return self.run(inputs, training=training, mask=mask)[0]
 
-    def run(self, inputs, training=False, mask=None, initial_state=None, zero_output_for_mask=False):
+    def run(
+        self, inputs, training=False, mask=None, initial_state=None, zero_output_for_mask=False
+    ):
         """Outputs and final states ``[memory, *hidden_states]``, as a Keras RNN gives them.
 
         Parameters
@@ -255,8 +258,12 @@ class LMUFeedforward(LegendreMemory):
             matrix = lmu_ops.matrix_power(self._state_matrices()[0], steps)
             return ops.einsum("ij,bj->bi", matrix, ops.cast(initial_memory, matrix.dtype))
         matrix = lmu_ops.matrix_power(self.discrete_system()[0], steps)
-        states = ops.reshape(ops.cast(initial_memory, matrix.dtype), (-1, self.memory_d, self.order))
-        return ops.reshape(ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order))
+        states = ops.reshape(
+            ops.cast(initial_memory, matrix.dtype), (-1, self.memory_d, self.order)
+        )
+        return ops.reshape(
+            ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order)
+        )
 
     def _all_memories(self, encoded, initial_memory=None):
         steps = encoded.shape[1]
@@ -303,7 +310,9 @@ class LMUFeedforward(LegendreMemory):
         if initial_memory is None:
             initial = ops.zeros((batch, self.memory_d, self.order), dtype=dtype)
         else:
-            initial = ops.reshape(ops.cast(initial_memory, dtype), (batch, self.memory_d, self.order))
+            initial = ops.reshape(
+                ops.cast(initial_memory, dtype), (batch, self.memory_d, self.order)
+            )
         encoded = ops.transpose(encoded, (1, 0, 2))
         if mask is None:
             _, memory = ops.scan(step, initial, encoded)

@@ -185,7 +185,9 @@ class LMU(keras.layers.Layer):
         else:
             cell = LMUCell(hidden_cell=hidden_cell, dtype=self.dtype_policy, **config)
             self.layer = _LMURNN(
-                cell, return_sequences=self.return_sequences, return_state=True,
+                cell,
+                return_sequences=self.return_sequences,
+                return_state=True,
                 dtype=self.dtype_policy,
             )
             self.layer.build(input_shape)
@@ -203,7 +205,9 @@ class LMU(keras.layers.Layer):
         # Not weights: kept out of get_weights() and saved files, as in keras.layers.RNN.
         self.states = [
             keras.Variable(
-                ops.zeros((batch_size, size)), trainable=False, dtype=self.variable_dtype,
+                ops.zeros((batch_size, size)),
+                trainable=False,
+                dtype=self.variable_dtype,
                 name="lmu_state",
             )
             for size in self.state_size
@@ -230,7 +234,10 @@ class LMU(keras.layers.Layer):
             mask = ops.cast(mask, "bool")
         if isinstance(self.layer, LMUFeedforward):
             output, states = self.layer.run(
-                inputs, training=training, mask=mask, initial_state=initial_state,
+                inputs,
+                training=training,
+                mask=mask,
+                initial_state=initial_state,
                 zero_output_for_mask=self.zero_output_for_mask,
             )
         else:
@@ -239,18 +246,20 @@ class LMU(keras.layers.Layer):
                 inputs, initial_state=initial_state, mask=mask, training=training
             )
         if self.stateful:
-            for variable, state in zip(self.states, states):
+            for variable, state in zip(self.states, states, strict=True):
                 variable.assign(ops.cast(state, variable.dtype))
         if self.return_state:
             return [output, *states]
         return output
 
     def _check_initial_state(self, initial_state) -> list:
-        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        states = (
+            list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        )
         sizes = self.state_size
         shapes = [tuple(state.shape) for state in states]
         if len(states) != len(sizes) or any(
-            len(shape) != 2 or shape[-1] != size for shape, size in zip(shapes, sizes)
+            len(shape) != 2 or shape[-1] != size for shape, size in zip(shapes, sizes, strict=False)
         ):
             raise ValueError(
                 f"{self.name} expects initial_state as {len(sizes)} tensors of shapes "
@@ -296,7 +305,7 @@ class LMU(keras.layers.Layer):
 
 
 class _LMURNN(keras.layers.RNN):
-    """``keras.layers.RNN`` that also loads memory weights saved where ``LMUFeedforward`` keeps them.
+    """``keras.layers.RNN`` that can load memory weights from where ``LMUFeedforward`` keeps them.
 
     An ``LMU`` saves its memory's weights under ``layer/`` when it runs in parallel
     and under ``layer/cell/`` when it runs ``RNN(LMUCell)``; files load whichever
@@ -321,7 +330,9 @@ class _LMURNN(keras.layers.RNN):
             inputs, keep = inputs[:, :-1], inputs[:, -1:] > 0
             *states, previous_output = states
             output, new_states = cell(inputs, states, training=training)
-            new_states = [ops.where(keep, new, old) for new, old in zip(new_states, states)]
+            new_states = [
+                ops.where(keep, new, old) for new, old in zip(new_states, states, strict=True)
+            ]
             held = ops.where(keep, output, previous_output)
             shown = ops.where(keep, output, no_output) if self.zero_output_for_mask else held
             return shown, new_states + [held]

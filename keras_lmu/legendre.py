@@ -47,9 +47,7 @@ def continuous_system(order: int) -> tuple[np.ndarray, np.ndarray]:
     return A, B
 
 
-def discretize_zoh(
-    A: np.ndarray, B: np.ndarray, theta: float
-) -> tuple[np.ndarray, np.ndarray]:
+def discretize_zoh(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """Discretize ``theta * dm/dt = A m + B u`` by zero-order hold with dt = 1.
 
     ``expm([[A / theta, B / theta], [0, 0]]) = [[A_bar, B_bar], [0, 1]]``, which
@@ -77,9 +75,7 @@ def discretize_zoh(
     return exponential[:order, :order], exponential[:order, order]
 
 
-def discretize_euler(
-    A: np.ndarray, B: np.ndarray, theta: float
-) -> tuple[np.ndarray, np.ndarray]:
+def discretize_euler(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """Discretize ``theta * dm/dt = A m + B u`` by forward Euler with dt = 1.
 
     ``A_bar = I + A / theta`` and ``B_bar = B / theta``.
@@ -105,9 +101,7 @@ def discretize(
         return discretize_zoh(A, B, theta)
     if discretizer == "euler":
         return discretize_euler(A, B, theta)
-    raise ValueError(
-        f"discretizer must be one of {DISCRETIZERS}, got {discretizer!r}"
-    )
+    raise ValueError(f"discretizer must be one of {DISCRETIZERS}, got {discretizer!r}")
 
 
 def discrete_system(

@@ -180,13 +180,9 @@ class LegendreMemory(keras.layers.Layer):
             )
         A, B = legendre.continuous_system(self.order)
         if self.trainable_A:
-            self.A = self.add_weight(
-                name="A", shape=A.shape, initializer=_exact_constant(A)
-            )
+            self.A = self.add_weight(name="A", shape=A.shape, initializer=_exact_constant(A))
         if self.trainable_B:
-            self.B = self.add_weight(
-                name="B", shape=B.shape, initializer=_exact_constant(B)
-            )
+            self.B = self.add_weight(name="B", shape=B.shape, initializer=_exact_constant(B))
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer
@@ -221,7 +217,9 @@ class LegendreMemory(keras.layers.Layer):
 
     def encode(self, inputs):
         """``inputs @ kernel (+ bias)``: the part of the memory's input that is not recurrent."""
-        encoded = inputs if self.kernel is None else ops.einsum("...i,id->...d", inputs, self.kernel)
+        encoded = (
+            inputs if self.kernel is None else ops.einsum("...i,id->...d", inputs, self.kernel)
+        )
         if self.bias is not None:
             encoded = encoded + self.bias
         return encoded
@@ -239,9 +237,7 @@ class LegendreMemory(keras.layers.Layer):
             "memory_to_memory": self.memory_to_memory,
             "input_to_hidden": self.input_to_hidden,
             "discretizer": self.discretizer,
-            "kernel_initializer": _optional(
-                keras.initializers.serialize, self.kernel_initializer
-            ),
+            "kernel_initializer": _optional(keras.initializers.serialize, self.kernel_initializer),
             "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),

@@ -81,8 +81,7 @@ def sequence_shape(layer_name: str, input_shape) -> tuple:
         )
     if input_shape[-1] is None:
         raise ValueError(
-            f"{layer_name} needs a known number of input features, got shape "
-            f"{input_shape}"
+            f"{layer_name} needs a known number of input features, got shape {input_shape}"
         )
     return input_shape
 

@@ -20,7 +20,9 @@ def legendre_ab(order):
 
 
 def discretized(order, theta, discretizer, A=None, B=None):
-    """(A_bar, B_bar) by SciPy's zero-order hold, or by forward Euler (A, B: Legendre's by default)."""
+    """(A_bar, B_bar) by SciPy's zero-order hold, or by forward Euler.
+
+    ``A`` and ``B`` are Legendre's unless given."""
     A_legendre, B_legendre = legendre_ab(order)
     A = A_legendre if A is None else A
     B = B_legendre if B is None else B
@@ -122,6 +124,4 @@ class ReluRNNCell(keras.layers.Layer):
 
 def linear_layer(units, dtype):
     """A stateless hidden layer: ``x W + b`` (weights ``kernel``, ``bias``)."""
-    return keras.layers.EinsumDense(
-        "bi,ij->bj", output_shape=units, bias_axes="j", dtype=dtype
-    )
+    return keras.layers.EinsumDense("bi,ij->bj", output_shape=units, bias_axes="j", dtype=dtype)

@@ -49,8 +49,14 @@ def test_unknown_sequence_length(rng, conv_mode, return_sequences):
     """A model built for (None, features) works for any length, exactly."""
     inp = keras.Input((None, 2), dtype=DTYPE)
     layer = keras_lmu.LMUFeedforward(
-        2, 5, 8.0, None, conv_mode=conv_mode, truncate_ir=None,
-        return_sequences=return_sequences, dtype=DTYPE,
+        2,
+        5,
+        8.0,
+        None,
+        conv_mode=conv_mode,
+        truncate_ir=None,
+        return_sequences=return_sequences,
+        dtype=DTYPE,
     )
     model = keras.Model(inp, layer(inp))
     for steps in (7, 19):

@@ -45,11 +45,16 @@ def make_layer(form, hidden, return_sequences, **options):
     if form == "lmu":
         return keras_lmu.LMU(hidden_cell=hidden, return_sequences=return_sequences, **options)
     if form == "rnn":
-        cell = keras_lmu.LMUCell(hidden_cell=hidden, dtype=options["dtype"], **options_no_dtype(options))
+        cell = keras_lmu.LMUCell(
+            hidden_cell=hidden, dtype=options["dtype"], **options_no_dtype(options)
+        )
         return keras.layers.RNN(cell, return_sequences=return_sequences, dtype=options["dtype"])
     options.pop("hidden_to_memory")
     return keras_lmu.LMUFeedforward(
-        hidden_cell=hidden, return_sequences=return_sequences, conv_mode=form, truncate_ir=None,
+        hidden_cell=hidden,
+        return_sequences=return_sequences,
+        conv_mode=form,
+        truncate_ir=None,
         **options,
     )
 
@@ -84,10 +89,18 @@ def reference_for(layer, x, hidden_kind, **options):
     hidden_cell = memory.hidden_cell
     hidden = None
     if hidden_kind == "dense":
-        hidden = ("dense", *(keras.ops.convert_to_numpy(w) for w in (hidden_cell.kernel, hidden_cell.bias)))
+        hidden = (
+            "dense",
+            *(keras.ops.convert_to_numpy(w) for w in (hidden_cell.kernel, hidden_cell.bias)),
+        )
     elif hidden_kind == "rnn":
-        hidden = ("simple_rnn", *(keras.ops.convert_to_numpy(w) for w in (
-            hidden_cell.kernel, hidden_cell.recurrent_kernel, hidden_cell.bias)))
+        hidden = (
+            "simple_rnn",
+            *(
+                keras.ops.convert_to_numpy(w)
+                for w in (hidden_cell.kernel, hidden_cell.recurrent_kernel, hidden_cell.bias)
+            ),
+        )
 
     def value(w):
         return None if w is None else keras.ops.convert_to_numpy(w).astype(np.float64)
@@ -117,15 +130,33 @@ def reference_for(layer, x, hidden_kind, **options):
     CASES,
 )
 def test_matches_reference(
-    rng, form, discretizer, memory_d, hidden_kind, h2m, m2m, i2h, use_bias, return_sequences,
-    kernel, trainable,
+    rng,
+    form,
+    discretizer,
+    memory_d,
+    hidden_kind,
+    h2m,
+    m2m,
+    i2h,
+    use_bias,
+    return_sequences,
+    kernel,
+    trainable,
 ):
     input_d = 3 if kernel else memory_d
     options = dict(
-        memory_d=memory_d, order=5, theta=7.0 if discretizer == "zoh" else 15.0,
-        discretizer=discretizer, hidden_to_memory=h2m, memory_to_memory=m2m, input_to_hidden=i2h,
-        use_bias=use_bias, kernel_initializer="glorot_uniform" if kernel else None, dtype=DTYPE,
-        trainable_theta=trainable == "theta", trainable_A=trainable == "AB",
+        memory_d=memory_d,
+        order=5,
+        theta=7.0 if discretizer == "zoh" else 15.0,
+        discretizer=discretizer,
+        hidden_to_memory=h2m,
+        memory_to_memory=m2m,
+        input_to_hidden=i2h,
+        use_bias=use_bias,
+        kernel_initializer="glorot_uniform" if kernel else None,
+        dtype=DTYPE,
+        trainable_theta=trainable == "theta",
+        trainable_A=trainable == "AB",
         trainable_B=trainable == "AB",
     )
     if hidden_kind is None and i2h and form in ("lmu", "rnn"):
@@ -144,9 +175,18 @@ def test_matches_reference(
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw"])
 def test_trainable_theta_uses_trained_value(rng, form, discretizer):
-    options = dict(memory_d=2, order=4, theta=6.0, discretizer=discretizer, hidden_to_memory=False,
-                   memory_to_memory=form != "raw", input_to_hidden=False, use_bias=False,
-                   trainable_theta=True, dtype=DTYPE)
+    options = dict(
+        memory_d=2,
+        order=4,
+        theta=6.0,
+        discretizer=discretizer,
+        hidden_to_memory=False,
+        memory_to_memory=form != "raw",
+        input_to_hidden=False,
+        use_bias=False,
+        trainable_theta=True,
+        dtype=DTYPE,
+    )
     layer = make_layer(form, None, True, **options)
     x = rng.uniform(-1, 1, (3, STEPS, 2))
     layer(x)
@@ -161,18 +201,27 @@ def test_trainable_theta_uses_trained_value(rng, form, discretizer):
 @exact
 def test_long_sequence_fft_and_raw_agree_with_reference(rng):
     """Hundreds of steps, order 32: the FFT and direct convolutions stay exact."""
-    options = dict(memory_d=1, order=32, theta=100.0, discretizer="zoh", hidden_to_memory=False,
-                   memory_to_memory=False, input_to_hidden=False, use_bias=False, dtype=DTYPE)
+    options = dict(
+        memory_d=1,
+        order=32,
+        theta=100.0,
+        discretizer="zoh",
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        use_bias=False,
+        dtype=DTYPE,
+    )
     x = rng.uniform(-1, 1, (2, 300, 1))
-    expected = None
-    for form in ("fft", "raw"):
-        layer = make_layer(form, None, True, **options)
-        layer(x)
-        randomize(layer, rng) if expected is None else layer.set_weights(weights)
-        weights = layer.get_weights()
-        if expected is None:
-            expected, _ = reference_for(layer, x, None, **options)
-        assert_close(layer(x), expected)
+    fft = make_layer("fft", None, True, **options)
+    raw = make_layer("raw", None, True, **options)
+    fft(x)
+    raw(x)
+    randomize(fft, rng)
+    raw.set_weights(fft.get_weights())
+    expected, _ = reference_for(fft, x, None, **options)
+    assert_close(fft(x), expected)
+    assert_close(raw(x), expected)
 
 
 @exact
@@ -182,8 +231,14 @@ def test_long_sequence_fft_and_raw_agree_with_reference(rng):
     [
         dict(memory_d=2, order=6, theta=9.0, hidden_cell="dense", use_bias=True),
         dict(memory_d=1, order=6, theta=9.0, hidden_cell="rnn", input_to_hidden=True),
-        dict(memory_d=2, order=4, theta=5.0, hidden_cell=None, trainable_theta=True,
-             discretizer="euler"),
+        dict(
+            memory_d=2,
+            order=4,
+            theta=5.0,
+            hidden_cell=None,
+            trainable_theta=True,
+            discretizer="euler",
+        ),
     ],
 )
 def test_cell_and_feedforward_agree_with_same_weights(rng, options, return_sequences):
@@ -197,7 +252,9 @@ def test_cell_and_feedforward_agree_with_same_weights(rng, options, return_seque
     recurrent = keras.layers.RNN(cell, return_sequences=return_sequences, dtype=DTYPE)
     options.pop("input_d", None)
     feedforward = keras_lmu.LMUFeedforward(
-        hidden_cell=make_hidden(hidden, DTYPE), return_sequences=return_sequences, dtype=DTYPE,
+        hidden_cell=make_hidden(hidden, DTYPE),
+        return_sequences=return_sequences,
+        dtype=DTYPE,
         **options,
     )
     recurrent(x)
@@ -211,14 +268,25 @@ def test_cell_and_feedforward_agree_with_same_weights(rng, options, return_seque
 
 def test_weight_order_and_shapes():
     cell = keras_lmu.LMUCell(
-        2, 5, 4.0, keras.layers.SimpleRNNCell(3), trainable_theta=True, hidden_to_memory=True,
-        memory_to_memory=True, use_bias=True,
+        2,
+        5,
+        4.0,
+        keras.layers.SimpleRNNCell(3),
+        trainable_theta=True,
+        hidden_to_memory=True,
+        memory_to_memory=True,
+        use_bias=True,
     )
     keras.layers.RNN(cell)(np.zeros((1, 2, 7), "float32"))
     names = [(w.name, tuple(w.shape)) for w in cell.weights]
     assert names == [
-        ("kernel", (10, 2)), ("bias", (2,)), ("theta_inv", ()), ("recurrent_kernel", (10, 2)),
-        ("kernel", (10, 3)), ("recurrent_kernel", (3, 3)), ("bias", (3,)),
+        ("kernel", (10, 2)),
+        ("bias", (2,)),
+        ("theta_inv", ()),
+        ("recurrent_kernel", (10, 2)),
+        ("kernel", (10, 3)),
+        ("recurrent_kernel", (3, 3)),
+        ("bias", (3,)),
     ]
     assert cell.state_size == [10, 3]
     assert cell.output_size == 3

@@ -46,15 +46,25 @@ def models_with_every_layer():
     inp = keras.Input((9, 3))
     rnn = keras.layers.SimpleRNNCell
     layers = {
-        "lmu_parallel": keras_lmu.LMU(2, 4, 6.0, keras.layers.Dense(5), use_bias=True,
-                                      trainable_theta=True, return_sequences=True),
-        "lmu_recurrent": keras_lmu.LMU(1, 5, 8.0, rnn(4), hidden_to_memory=True,
-                                       memory_to_memory=True, discretizer="euler"),
+        "lmu_parallel": keras_lmu.LMU(
+            2,
+            4,
+            6.0,
+            keras.layers.Dense(5),
+            use_bias=True,
+            trainable_theta=True,
+            return_sequences=True,
+        ),
+        "lmu_recurrent": keras_lmu.LMU(
+            1, 5, 8.0, rnn(4), hidden_to_memory=True, memory_to_memory=True, discretizer="euler"
+        ),
         "lmu_none": keras_lmu.LMU(2, 3, 4.0, None, input_to_hidden=True, return_sequences=True),
-        "cell_lstm": keras.layers.RNN(keras_lmu.LMUCell(1, 4, 5.0, keras.layers.LSTMCell(3),
-                                                        memory_to_memory=True, seed=3)),
-        "feedforward_raw": keras_lmu.LMUFeedforward(2, 4, 5.0, rnn(3), conv_mode="raw",
-                                                    return_sequences=True),
+        "cell_lstm": keras.layers.RNN(
+            keras_lmu.LMUCell(1, 4, 5.0, keras.layers.LSTMCell(3), memory_to_memory=True, seed=3)
+        ),
+        "feedforward_raw": keras_lmu.LMUFeedforward(
+            2, 4, 5.0, rnn(3), conv_mode="raw", return_sequences=True
+        ),
     }
     return [(name, keras.Model(inp, layer(inp))) for name, layer in layers.items()]
 
@@ -79,6 +89,7 @@ def test_keras_file_round_trip(tmp_path, index):
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x))
     )
+
     def lmu_config(layer):
         return (layer.cell if isinstance(layer, keras.layers.RNN) else layer).get_config()
 
@@ -99,7 +110,7 @@ def test_weights_file_round_trip(tmp_path):
     model.save_weights(path)
     _, other = models_with_every_layer()[0]
     other.load_weights(path)
-    for a, b in zip(model.get_weights(), other.get_weights()):
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -108,12 +119,17 @@ def test_get_config_lists_every_constructor_argument(cls):
     import inspect
 
     layer_cls = getattr(keras_lmu, cls)
-    kwargs = {"memory_d": 2, "order": 3, "theta": 4.0,
-              "hidden_cell": keras.layers.SimpleRNNCell(3, name="h")}
+    kwargs = {
+        "memory_d": 2,
+        "order": 3,
+        "theta": 4.0,
+        "hidden_cell": keras.layers.SimpleRNNCell(3, name="h"),
+    }
     layer = layer_cls(**kwargs)
     config = layer.get_config()
-    arguments = [p for p in inspect.signature(layer_cls.__init__).parameters if p not in
-                 ("self", "kwargs")]
+    arguments = [
+        p for p in inspect.signature(layer_cls.__init__).parameters if p not in ("self", "kwargs")
+    ]
     assert set(arguments) <= set(config), set(arguments) - set(config)
     clone = layer_cls.from_config(config)
     assert isinstance(clone.hidden_cell, keras.layers.SimpleRNNCell)
@@ -150,7 +166,10 @@ def test_file_saved_here_loads_on_the_other_backends(tmp_path):
             env = dict(os.environ, KERAS_BACKEND=backend)
             result = subprocess.run(
                 [sys.executable, "-c", LOAD_SCRIPT, path, str(tmp_path / f"{name}.npz")],
-                env=env, capture_output=True, text=True, check=False,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             assert result.returncode == 0, result.stderr[-2000:]
             assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5, (name, backend)

@@ -48,7 +48,7 @@ def test_one_optimizer_step_gives_same_weights_on_every_path(rng, options):
         model.train_on_batch(x, y)
     before = {w.path.split("/")[-1] for w in models[0].weights}
     assert ("theta_inv" in before) == bool(options.get("trainable_theta"))
-    for a, b in zip(models[0].get_weights(), models[1].get_weights()):
+    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
         assert np.max(np.abs(a - b)) <= TOLERANCE * max(1.0, np.max(np.abs(a)))
 
 
@@ -101,13 +101,19 @@ def test_recurrent_dropout_only_in_training(rng):
 def test_regularizers_add_their_losses(rng, form):
     memory_to_memory = form != "feedforward"
     layer = make(
-        form, memory_to_memory=memory_to_memory, use_bias=True,
-        kernel_regularizer=keras.regularizers.L2(0.1), bias_regularizer=keras.regularizers.L1(0.2),
+        form,
+        memory_to_memory=memory_to_memory,
+        use_bias=True,
+        kernel_regularizer=keras.regularizers.L2(0.1),
+        bias_regularizer=keras.regularizers.L1(0.2),
         recurrent_regularizer=keras.regularizers.L2(0.3) if memory_to_memory else None,
     )
     layer(rng.uniform(-1, 1, (2, 5, 3)).astype("float32"))
-    memory = {"lmu": lambda: layer._memory_layer, "rnn": lambda: layer.cell,
-              "feedforward": lambda: layer}[form]()
+    memory = {
+        "lmu": lambda: layer._memory_layer,
+        "rnn": lambda: layer.cell,
+        "feedforward": lambda: layer,
+    }[form]()
     memory.bias.assign(rng.uniform(-1, 1, memory.bias.shape))
 
     def value(w):
@@ -156,8 +162,10 @@ def test_trainable_theta_learns_and_survives_saving(rng, tmp_path):
     loaded = keras.saving.load_model(path)
     assert loaded.layers[1].theta == pytest.approx(lmu.theta, rel=1e-6)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x[:4])), keras.ops.convert_to_numpy(model(x[:4])),
-        rtol=1e-6, atol=1e-6,
+        keras.ops.convert_to_numpy(loaded(x[:4])),
+        keras.ops.convert_to_numpy(model(x[:4])),
+        rtol=1e-6,
+        atol=1e-6,
     )
 
 
@@ -175,4 +183,6 @@ def test_trainable_A_and_B_start_from_legendre_and_learn(rng, form):
     reference.set_weights(layer.get_weights()[:1])
     assert_close(layer(x), reference(x))
     memory.A.assign(memory.A * 1.1)
-    assert not np.allclose(keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(reference(x)))
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(reference(x))
+    )

@@ -76,8 +76,10 @@ def test_graph_discretization_matches_numpy(discretizer):
     expected = legendre.discretize(A, B, 25.0, discretizer)
     dtype = "float64" if _float64() else "float32"
     A_bar, B_bar = lmu_ops.discretize(
-        keras.ops.convert_to_tensor(A, dtype), keras.ops.convert_to_tensor(B, dtype),
-        keras.ops.convert_to_tensor(1 / 25.0, dtype), discretizer,
+        keras.ops.convert_to_tensor(A, dtype),
+        keras.ops.convert_to_tensor(B, dtype),
+        keras.ops.convert_to_tensor(1 / 25.0, dtype),
+        discretizer,
     )
     tolerance = 1e-12 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(keras.ops.convert_to_numpy(A_bar), expected[0], atol=tolerance)

@@ -13,10 +13,16 @@ import keras_lmu
 CONFIGS = [
     ("parallel-dense", dict(hidden="dense", use_bias=True), keras_lmu.LMUFeedforward),
     ("parallel-rnn", dict(hidden="rnn", input_to_hidden=True), keras_lmu.LMUFeedforward),
-    ("parallel-m2m-theta", dict(hidden=None, memory_to_memory=True, trainable_theta=True),
-     keras_lmu.LMUFeedforward),
-    ("recurrent", dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
-     keras.layers.RNN),
+    (
+        "parallel-m2m-theta",
+        dict(hidden=None, memory_to_memory=True, trainable_theta=True),
+        keras_lmu.LMUFeedforward,
+    ),
+    (
+        "recurrent",
+        dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
+        keras.layers.RNN,
+    ),
     ("recurrent-dense", dict(hidden="dense", hidden_to_memory=True), keras.layers.RNN),
 ]
 pytestmark = pytest.mark.usefixtures("exact_floatx")
@@ -25,8 +31,11 @@ pytestmark = pytest.mark.usefixtures("exact_floatx")
 def make_lmu(options, **kwargs):
     options = dict(options)
     hidden = options.pop("hidden")
-    hidden_cell = {"dense": lambda: linear_layer(3, DTYPE), "rnn": lambda: ReluRNNCell(3),
-                   None: lambda: None}[hidden]()
+    hidden_cell = {
+        "dense": lambda: linear_layer(3, DTYPE),
+        "rnn": lambda: ReluRNNCell(3),
+        None: lambda: None,
+    }[hidden]()
     return keras_lmu.LMU(2, 5, 7.0, hidden_cell, dtype=DTYPE, **options, **kwargs)
 
 
@@ -59,15 +68,15 @@ def test_inner_form(rng, name, options, form):
 
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("name, options, form", CONFIGS)
-def test_return_state_then_initial_state_continues_exactly(rng, name, options, form,
-                                                          return_sequences):
-    layer, x, copy = build_pair(options, rng, return_sequences=return_sequences,
-                                return_state=True)
+def test_return_state_then_initial_state_continues_exactly(
+    rng, name, options, form, return_sequences
+):
+    layer, x, copy = build_pair(options, rng, return_sequences=return_sequences, return_state=True)
     output, *states = layer(x)
     assert [tuple(s.shape) for s in states] == [(3, size) for size in layer.state_size]
     first_output, *first_states = layer(x[:, :9])
     second_output, *second_states = layer(x[:, 9:], initial_state=first_states)
-    for state, expected in zip(second_states, states):
+    for state, expected in zip(second_states, states, strict=True):
         assert_close(state, expected)
     if return_sequences:
         assert_close(np.concatenate([numpy(first_output), numpy(second_output)], 1), output)

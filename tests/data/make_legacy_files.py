@@ -17,8 +17,9 @@ import zipfile
 
 import h5py
 import keras
-import keras_lmu
 import numpy as np
+
+import keras_lmu
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "legacy")
 STEPS = 12
@@ -28,46 +29,120 @@ def cases():
     """(name, input features, layer factory) for every reference file."""
     rnn = keras.layers.SimpleRNNCell
     return [
-        ("lmu_rnn_hidden", 2, lambda: keras_lmu.LMU(
-            1, 4, 5.0, rnn(3), return_sequences=True)),
-        ("lmu_dense_hidden", 3, lambda: keras_lmu.LMU(
-            2, 5, 7.0, keras.layers.Dense(4), use_bias=True)),
-        ("lmu_all_connections", 2, lambda: keras_lmu.LMU(
-            2, 4, 6.0, rnn(3), hidden_to_memory=True, memory_to_memory=True,
-            input_to_hidden=True, use_bias=True, return_sequences=True)),
-        ("lmu_memory_to_memory", 2, lambda: keras_lmu.LMU(
-            1, 6, 9.0, keras.layers.Dense(3), memory_to_memory=True,
-            return_sequences=True)),
-        ("lmu_trainable_theta", 2, lambda: keras_lmu.LMU(
-            1, 4, 5.0, keras.layers.Dense(3), trainable_theta=True,
-            return_sequences=True)),
-        ("lmu_trainable_theta_euler", 2, lambda: keras_lmu.LMU(
-            2, 3, 8.0, rnn(3), trainable_theta=True, discretizer="euler",
-            hidden_to_memory=True)),
-        ("lmu_no_hidden", 3, lambda: keras_lmu.LMU(
-            3, 4, 6.0, None, input_to_hidden=True, kernel_initializer=None,
-            return_sequences=True)),
-        ("rnn_lmucell_no_hidden", 2, lambda: keras.layers.RNN(
-            keras_lmu.LMUCell(1, 4, 6.0, None, input_to_hidden=True, input_d=2,
-                              use_bias=True), return_sequences=True)),
-        ("lmu_lstm_hidden", 2, lambda: keras_lmu.LMU(
-            1, 5, 10.0, keras.layers.LSTMCell(3), return_sequences=True)),
-        ("lmu_euler", 2, lambda: keras_lmu.LMU(
-            1, 4, 20.0, keras.layers.Dense(3), discretizer="euler",
-            return_sequences=True)),
-        ("rnn_lmucell", 2, lambda: keras.layers.RNN(keras_lmu.LMUCell(
-            2, 4, 6.0, rnn(3), memory_to_memory=True, use_bias=True),
-            return_sequences=True)),
-        ("rnn_lmucell_trainable_theta", 2, lambda: keras.layers.RNN(
-            keras_lmu.LMUCell(1, 4, 5.0, rnn(3), trainable_theta=True,
-                              hidden_to_memory=True), return_sequences=True)),
-        ("feedforward_fft", 3, lambda: keras_lmu.LMUFeedforward(
-            2, 4, 6.0, keras.layers.Dense(3), use_bias=True,
-            input_to_hidden=True, return_sequences=True)),
-        ("feedforward_raw", 2, lambda: keras_lmu.LMUFeedforward(
-            1, 5, 8.0, keras.layers.Dense(3), conv_mode="raw")),
-        ("feedforward_rnn_hidden", 2, lambda: keras_lmu.LMUFeedforward(
-            1, 4, 6.0, rnn(3), return_sequences=True)),
+        ("lmu_rnn_hidden", 2, lambda: keras_lmu.LMU(1, 4, 5.0, rnn(3), return_sequences=True)),
+        (
+            "lmu_dense_hidden",
+            3,
+            lambda: keras_lmu.LMU(2, 5, 7.0, keras.layers.Dense(4), use_bias=True),
+        ),
+        (
+            "lmu_all_connections",
+            2,
+            lambda: keras_lmu.LMU(
+                2,
+                4,
+                6.0,
+                rnn(3),
+                hidden_to_memory=True,
+                memory_to_memory=True,
+                input_to_hidden=True,
+                use_bias=True,
+                return_sequences=True,
+            ),
+        ),
+        (
+            "lmu_memory_to_memory",
+            2,
+            lambda: keras_lmu.LMU(
+                1, 6, 9.0, keras.layers.Dense(3), memory_to_memory=True, return_sequences=True
+            ),
+        ),
+        (
+            "lmu_trainable_theta",
+            2,
+            lambda: keras_lmu.LMU(
+                1, 4, 5.0, keras.layers.Dense(3), trainable_theta=True, return_sequences=True
+            ),
+        ),
+        (
+            "lmu_trainable_theta_euler",
+            2,
+            lambda: keras_lmu.LMU(
+                2, 3, 8.0, rnn(3), trainable_theta=True, discretizer="euler", hidden_to_memory=True
+            ),
+        ),
+        (
+            "lmu_no_hidden",
+            3,
+            lambda: keras_lmu.LMU(
+                3,
+                4,
+                6.0,
+                None,
+                input_to_hidden=True,
+                kernel_initializer=None,
+                return_sequences=True,
+            ),
+        ),
+        (
+            "rnn_lmucell_no_hidden",
+            2,
+            lambda: keras.layers.RNN(
+                keras_lmu.LMUCell(1, 4, 6.0, None, input_to_hidden=True, input_d=2, use_bias=True),
+                return_sequences=True,
+            ),
+        ),
+        (
+            "lmu_lstm_hidden",
+            2,
+            lambda: keras_lmu.LMU(1, 5, 10.0, keras.layers.LSTMCell(3), return_sequences=True),
+        ),
+        (
+            "lmu_euler",
+            2,
+            lambda: keras_lmu.LMU(
+                1, 4, 20.0, keras.layers.Dense(3), discretizer="euler", return_sequences=True
+            ),
+        ),
+        (
+            "rnn_lmucell",
+            2,
+            lambda: keras.layers.RNN(
+                keras_lmu.LMUCell(2, 4, 6.0, rnn(3), memory_to_memory=True, use_bias=True),
+                return_sequences=True,
+            ),
+        ),
+        (
+            "rnn_lmucell_trainable_theta",
+            2,
+            lambda: keras.layers.RNN(
+                keras_lmu.LMUCell(1, 4, 5.0, rnn(3), trainable_theta=True, hidden_to_memory=True),
+                return_sequences=True,
+            ),
+        ),
+        (
+            "feedforward_fft",
+            3,
+            lambda: keras_lmu.LMUFeedforward(
+                2,
+                4,
+                6.0,
+                keras.layers.Dense(3),
+                use_bias=True,
+                input_to_hidden=True,
+                return_sequences=True,
+            ),
+        ),
+        (
+            "feedforward_raw",
+            2,
+            lambda: keras_lmu.LMUFeedforward(1, 5, 8.0, keras.layers.Dense(3), conv_mode="raw"),
+        ),
+        (
+            "feedforward_rnn_hidden",
+            2,
+            lambda: keras_lmu.LMUFeedforward(1, 4, 6.0, rnn(3), return_sequences=True),
+        ),
     ]
 
 
@@ -85,8 +160,13 @@ def h5_layout(path):
     layout = {}
     with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f:
         with h5py.File(f, "r") as h5:
-            h5.visititems(lambda name, obj: layout.__setitem__(name, list(obj.shape))
-                          if isinstance(obj, h5py.Dataset) else None)
+            h5.visititems(
+                lambda name, obj: (
+                    layout.__setitem__(name, list(obj.shape))
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
     return layout
 
 
