@@ -12,12 +12,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Demo needs one backend only (JAX); the test set-up installs all three.
-$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[jax]"
+$(VENV)/.demo-installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[jax]"
 	touch $@
 
-$(VENV)/.all-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[all]"
+$(VENV)/.all-installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
