@@ -119,6 +119,9 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                 "input features, which sizes the output), got input_d=None"
             )
         self._variables_loaded_by_rnn = False
+        # States keep the dtype they are carried in (float32 memory under mixed
+        # precision); ``call`` casts what it needs.
+        self._convert_input_args = False
 
     @property
     def state_size(self) -> list[int]:
@@ -149,25 +152,34 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         if self.hidden_to_memory:
             encoder_input = ops.concatenate([inputs, hidden_states[0]], axis=-1)
         u = self.encode(encoder_input)
+        carried_dtype = memory.dtype
+        memory = ops.cast(memory, self.memory_dtype)
         if self.memory_to_memory:
             memory_input = memory
             if training and self.recurrent_dropout > 0:
-                memory_input = memory * self.get_recurrent_dropout_mask(memory)
-            u = u + ops.einsum("bk,kd->bd", memory_input, self.recurrent_kernel)
+                memory_input = memory * ops.cast(
+                    self.get_recurrent_dropout_mask(memory), self.memory_dtype
+                )
+            recurrent_kernel = ops.cast(self.recurrent_kernel, self.memory_dtype)
+            u = u + ops.einsum("bk,kd->bd", memory_input, recurrent_kernel)
         A_bar, B_bar = self.discrete_system()
         memory = ops.reshape(memory, (-1, self.memory_d, self.order))
         memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
         memory = ops.reshape(memory, (-1, self.memory_d * self.order))
-        output, hidden_states = self._hidden_step(memory, inputs, hidden_states, training)
-        # Some Keras activations return float32 for float64 inputs on JAX: keep the
-        # state's dtype fixed so that the loop over steps stays well typed.
         dtype = self.compute_dtype
+        output, hidden_states = self._hidden_step(
+            ops.cast(memory, dtype), inputs, hidden_states, training
+        )
+        # Each state leaves in the dtype it came in, so that the loop over steps stays
+        # well typed: ``LMU`` carries the memory in float32 under mixed precision, and
+        # some Keras activations return float32 for float64 inputs on JAX.
+        memory = ops.cast(memory, carried_dtype)
         return ops.cast(output, dtype), [memory] + [ops.cast(s, dtype) for s in hidden_states]
 
     def _hidden_step(self, memory, inputs, hidden_states, training):
         hidden_input = memory
         if self.input_to_hidden:
-            hidden_input = ops.concatenate([memory, inputs], axis=-1)
+            hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
         if self.hidden_cell is None:
             return hidden_input, []
         if self._hidden_is_rnn_cell:

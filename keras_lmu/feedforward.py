@@ -161,7 +161,7 @@ class LMUFeedforward(LegendreMemory):
     def _memory_response(self, steps: int):
         """``H`` for ``steps`` steps: (steps, order), or (steps, D * order, D) with
         memory_to_memory."""
-        dtype = self.compute_dtype
+        dtype = self.memory_dtype
         if self.memory_to_memory:
             return lmu_ops.impulse_response(*self._state_matrices(), steps)
         if not self.has_trainable_system:
@@ -198,20 +198,20 @@ class LMUFeedforward(LegendreMemory):
             inputs = keras.random.dropout(
                 inputs, self.dropout, noise_shape=(batch, 1, features), seed=self.seed_generator
             )
-        encoded = self.encode(inputs)
+        encoded = self.encode(inputs)  # the memory's arithmetic is in self.memory_dtype
         initial_memory = None if initial_state is None else initial_state[0]
         hidden_states = None if initial_state is None else list(initial_state[1:])
         if mask is not None or inputs.shape[1] is None:
             memory = self._memory_by_recurrence(encoded, initial_memory, mask)
-            final_memory = memory[:, -1]
         elif not self.return_sequences and not self._hidden_is_rnn_cell:
-            final_memory = self._last_memory(encoded, initial_memory)
+            final_memory = ops.cast(self._last_memory(encoded, initial_memory), self.compute_dtype)
             output = self._stateless_hidden(final_memory, inputs[:, -1], training)
             hidden_states = [output] if self.hidden_cell is not None else []
             return output, [final_memory] + hidden_states
         else:
             memory = self._all_memories(encoded, initial_memory)
-            final_memory = memory[:, -1]
+        memory = ops.cast(memory, self.compute_dtype)
+        final_memory = memory[:, -1]
         output, hidden_states = self._hidden_sequence(
             memory, inputs, training, mask, hidden_states, zero_output_for_mask
         )
@@ -239,7 +239,7 @@ class LMUFeedforward(LegendreMemory):
         A_bar, B_bar = self.discrete_system()
         G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
         M = _block_diagonal(A_bar, self.memory_d) + ops.einsum(
-            "id,jd->ij", G, ops.cast(self.recurrent_kernel, self.compute_dtype)
+            "id,jd->ij", G, ops.cast(self.recurrent_kernel, self.memory_dtype)
         )
         return M, G
 
@@ -289,7 +289,7 @@ class LMUFeedforward(LegendreMemory):
             self._warned_unknown_length = True
         A_bar, B_bar = self.discrete_system()
         batch = ops.shape(encoded)[0]
-        dtype = self.compute_dtype
+        dtype = self.memory_dtype
         if self.memory_to_memory:
             recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
 

@@ -319,9 +319,12 @@ class _LMURNN(keras.layers.RNN):
         ``LMUCell`` is the memory, so masking is done here: masked steps keep every
         state and repeat the last output (zeros with ``zero_output_for_mask``).
         """
+        cell = self.cell
+        # The memory is carried in float32 under mixed precision (rounding it to 16 bits
+        # at every step would accumulate).
+        initial_state = [ops.cast(initial_state[0], cell.memory_dtype), *initial_state[1:]]
         if mask is None:
             return super().inner_loop(sequences, initial_state, None, training=training)
-        cell = self.cell
         keep = ops.cast(ops.expand_dims(mask, -1), sequences.dtype)
         batch = ops.shape(sequences)[0]
         no_output = ops.zeros((batch, cell.output_size), dtype=cell.compute_dtype)

@@ -200,9 +200,16 @@ class LegendreMemory(keras.layers.Layer):
             return self._init_theta
         return float(1.0 / ops.convert_to_numpy(self.theta_inv))
 
-    def discrete_system(self):
-        """``(A_bar, B_bar)`` as tensors of the compute dtype (order, order), (order,)."""
+    @property
+    def memory_dtype(self) -> str:
+        """dtype of the memory's arithmetic: float32 under mixed precision (float16 or
+        bfloat16 compute), the compute dtype otherwise."""
         dtype = self.compute_dtype
+        return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+    def discrete_system(self):
+        """``(A_bar, B_bar)`` as tensors of the memory dtype (order, order), (order,)."""
+        dtype = self.memory_dtype
         if self._fixed_system is not None:
             A_bar, B_bar = self._fixed_system
             return ops.convert_to_tensor(A_bar, dtype), ops.convert_to_tensor(B_bar, dtype)
@@ -216,12 +223,14 @@ class LegendreMemory(keras.layers.Layer):
         return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
 
     def encode(self, inputs):
-        """``inputs @ kernel (+ bias)``: the part of the memory's input that is not recurrent."""
-        encoded = (
-            inputs if self.kernel is None else ops.einsum("...i,id->...d", inputs, self.kernel)
-        )
+        """``inputs @ kernel (+ bias)``, the memory's input that is not recurrent, in the
+        memory dtype."""
+        dtype = self.memory_dtype
+        encoded = ops.cast(inputs, dtype)
+        if self.kernel is not None:
+            encoded = ops.einsum("...i,id->...d", encoded, ops.cast(self.kernel, dtype))
         if self.bias is not None:
-            encoded = encoded + self.bias
+            encoded = encoded + ops.cast(self.bias, dtype)
         return encoded
 
     # -- serialization ----------------------------------------------------------
