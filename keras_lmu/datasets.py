@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_lmu import validation
+
 #: Seed of the fixed pixel permutation of psMNIST (see :func:`psmnist_permutation`).
 PSMNIST_SEED = 1
 
@@ -264,12 +266,12 @@ def mackey_glass(
     TypeError, ValueError
         If an argument has the wrong type or value; the message names it.
     """
-    steps = _check_count("steps", steps, minimum=1)
-    washout = _check_count("washout", washout, minimum=0)
-    substeps = _check_count("substeps", substeps, minimum=1)
-    seed = _check_count("seed", seed, minimum=0)
+    steps = validation.integer_at_least("steps", steps, minimum=1)
+    washout = validation.integer_at_least("washout", washout, minimum=0)
+    substeps = validation.integer_at_least("substeps", substeps, minimum=1)
+    seed = validation.integer_at_least("seed", seed, minimum=0)
     tau, beta, gamma, n, dt = (
-        _check_positive(name, value)
+        validation.positive_finite(name, value)
         for name, value in (("tau", tau), ("beta", beta), ("gamma", gamma), ("n", n), ("dt", dt))
     )
     step = dt / substeps
@@ -341,21 +343,3 @@ def _integrate_mackey_glass(
         k4 = rate(current + step * k3, lag_end)
         x.append(current + step / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
     return x
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    """Return ``value`` as an int >= ``minimum``, or raise naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(name: str, value) -> float:
-    """Return ``value`` as a finite float > 0, or raise naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite positive number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return float(value)

@@ -20,6 +20,15 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def integer_at_least(name: str, value, minimum: int) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
 def positive_finite(name: str, value) -> float:
     """Return ``value`` as a float, or raise if it is not a finite positive number."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
