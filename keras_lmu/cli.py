@@ -6,6 +6,12 @@ Subcommands:
     Train a parallel LMU on permuted sequential MNIST (psMNIST) and print its
     test accuracy.
 
+``psmnist train`` / ``psmnist evaluate``
+    Train the parallel or the 2019 paper's LMU on psMNIST, choosing the best
+    epoch on the validation split, and save the model, its training curves and
+    its metrics; print the test accuracy of a saved model (see
+    :mod:`keras_lmu.psmnist`).
+
 Keras picks its backend when it is first imported, and importing ``keras_lmu``
 imports Keras. Commands that run a model therefore make sure the backend they
 need is the one loaded: if it is not (``KERAS_BACKEND`` unset, or ``--backend``
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.needs_backend:
         status = _ensure_backend(args.backend, argv)
         if status:
@@ -69,7 +76,145 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     subcommands.required = True
     _add_demo_command(subcommands)
+    _add_psmnist_commands(subcommands)
     return parser
+
+
+def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Keras backend (default: $KERAS_BACKEND if set, else the first installed of "
+        + ", ".join(BACKENDS)
+        + ")",
+    )
+
+
+def _add_psmnist_commands(subcommands) -> None:
+    """Add ``keras-lmu psmnist train`` and ``keras-lmu psmnist evaluate``."""
+    from keras_lmu import psmnist
+
+    data_note = (
+        "MNIST is read from $KERAS_LMU_DATA/mnist.npz when that variable is set, else "
+        "downloaded by keras.datasets.mnist."
+    )
+    group = subcommands.add_parser(
+        "psmnist",
+        help="train and evaluate LMUs on permuted sequential MNIST",
+        description="Permuted sequential MNIST (psMNIST) experiments. " + data_note,
+    )
+    commands = group.add_subparsers(title="commands", dest="psmnist_command", metavar="COMMAND")
+    commands.required = True
+
+    train = commands.add_parser(
+        "train",
+        help="train a model, keep its best epoch on validation, print its test accuracy",
+        description=(
+            "Train an LMU on psMNIST: the first 50000 training images are trained on "
+            "and the last 10000 validate the model after every epoch. The weights of "
+            "the epoch with the best validation accuracy are kept, scored once on the "
+            "10000 test images, and saved with the training curves and the metrics: "
+            f"OUT/{psmnist.MODEL_FILE}, OUT/{psmnist.CURVES_FILE} and "
+            f"OUT/{psmnist.METRICS_FILE}. " + data_note
+        ),
+    )
+    train.add_argument(
+        "--model",
+        choices=psmnist.MODELS,
+        default="parallel",
+        help="'parallel': LMU memory computed in parallel, Dense hidden layer (fast); "
+        "'paper': the recurrent model of the 2019 LMU paper, SimpleRNNCell(212) "
+        "hidden layer, run step by step (slow) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"passes over the training images (default: {psmnist.PARALLEL_EPOCHS} "
+        f"for parallel, {psmnist.PAPER_EPOCHS} for paper)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"sequences per batch (default: {psmnist.PARALLEL_BATCH_SIZE} for parallel, "
+        f"{psmnist.PAPER_BATCH_SIZE} for paper)",
+    )
+    _add_backend_argument(train)
+    train.add_argument(
+        "--out",
+        default="psmnist_run",
+        help="folder for the model, curves and metrics (default: %(default)s)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=50000,
+        help="how many training images to train on, at most 50000 (default: %(default)s)",
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=None,
+        help=f"initial learning rate of Adam (default: {psmnist.PARALLEL_LEARNING_RATE}, "
+        "decayed to 0 along a cosine for parallel; constant for paper)",
+    )
+    train.add_argument(
+        "--order",
+        type=_positive_int,
+        default=psmnist.PARALLEL_ORDER,
+        help="parallel model: order of the memory (default: %(default)s)",
+    )
+    train.add_argument(
+        "--units",
+        type=_positive_int,
+        default=psmnist.PARALLEL_UNITS,
+        help="parallel model: size of the Dense hidden layer (default: %(default)s)",
+    )
+    train.add_argument(
+        "--activation",
+        default=psmnist.PARALLEL_ACTIVATION,
+        help="parallel model: activation of the hidden layer (default: %(default)s)",
+    )
+    train.add_argument(
+        "--dropout",
+        type=_rate,
+        default=psmnist.PARALLEL_DROPOUT,
+        help="parallel model: dropout rate on the hidden features (default: %(default)s)",
+    )
+    train.add_argument(
+        "--eval-size",
+        type=_positive_int,
+        default=None,
+        help="validate and test on only the first N images of each split "
+        "(for quick checks; default: all 10000)",
+    )
+    train.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras fit verbosity: 1 a progress bar, 2 one line per epoch (default: %(default)s)",
+    )
+    train.set_defaults(run=psmnist.train, needs_backend=True)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print the test accuracy of a saved model",
+        description="Load a .keras model saved by 'keras-lmu psmnist train' and print "
+        "its accuracy on the 10000 psMNIST test images. " + data_note,
+    )
+    evaluate.add_argument("model_path", metavar="MODEL", help="the .keras file")
+    _add_backend_argument(evaluate)
+    evaluate.add_argument(
+        "--eval-size",
+        type=_positive_int,
+        default=None,
+        help="test on only the first N test images (default: all 10000)",
+    )
+    evaluate.set_defaults(run=psmnist.evaluate, needs_backend=True)
 
 
 def _add_demo_command(subcommands) -> None:
@@ -124,6 +269,28 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
 
 

@@ -1,0 +1,358 @@
+"""Permuted sequential MNIST (psMNIST) experiments: the ``keras-lmu psmnist`` commands.
+
+``train`` fits one of two models on the first 50000 training images, validates on
+the last 10000 after every epoch, keeps the weights of the epoch with the best
+validation accuracy, scores them once on the 10000 test images and writes to an
+output folder:
+
+``psmnist.keras``
+    the model with the best epoch's weights;
+``psmnist_curves.png``
+    training loss, training and validation accuracy per epoch;
+``psmnist_metrics.json``
+    the per-epoch metrics, the best epoch, the parameter count, the training
+    time, the backend, the configuration and the test accuracy.
+
+``evaluate`` prints the test accuracy of a saved model.
+
+The models:
+
+``parallel``
+    ``LMU(memory_d=1, order, theta=784, hidden_cell=Dense(units))`` read at the
+    last step (the memory is computed in parallel), optional dropout, then
+    ``Dense(10)`` logits; Adam with a cosine-decayed learning rate.
+``paper``
+    the recurrent psMNIST model of Voelker et al. (2019):
+    ``LMU(memory_d=1, order=256, theta=784, hidden_cell=SimpleRNNCell(212),
+    hidden_to_memory=True, memory_to_memory=True)`` then ``Dense(10)``; Adam
+    (learning rate 1e-3), batch 100. It runs step by step, so it is slow.
+
+Keras is imported inside the functions, so that the command line can pick the
+backend first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+MODELS = ("parallel", "paper")
+MODEL_FILE = "psmnist.keras"
+CURVES_FILE = "psmnist_curves.png"
+METRICS_FILE = "psmnist_metrics.json"
+
+#: Defaults of the parallel model and its training.
+PARALLEL_ORDER = 256
+PARALLEL_UNITS = 212
+PARALLEL_ACTIVATION = "relu"
+PARALLEL_DROPOUT = 0.0
+PARALLEL_EPOCHS = 25
+PARALLEL_BATCH_SIZE = 32
+PARALLEL_LEARNING_RATE = 1e-3
+#: Defaults of the 2019 paper's model and its training.
+PAPER_ORDER = 256
+PAPER_UNITS = 212
+PAPER_EPOCHS = 10
+PAPER_BATCH_SIZE = 100
+PAPER_LEARNING_RATE = 1e-3
+#: Most parameters a parallel model may have (the budget of the experiments).
+PARAMETER_BUDGET = 170_000
+#: Sequences per batch when validating and testing.
+EVALUATION_BATCH_SIZE = 1000
+STEPS = 784
+
+
+def build_parallel_model(
+    order: int = PARALLEL_ORDER,
+    units: int = PARALLEL_UNITS,
+    activation: str = PARALLEL_ACTIVATION,
+    dropout: float = PARALLEL_DROPOUT,
+    learning_rate: float = PARALLEL_LEARNING_RATE,
+    training_steps: int | None = None,
+    seed: int | None = None,
+    steps: int = STEPS,
+) -> keras.Model:
+    """Return the compiled parallel LMU model.
+
+    Parameters
+    ----------
+    order : int
+        Order of the Legendre memory (its dimension).
+    units : int
+        Size of the ``Dense`` hidden layer reading the memory.
+    activation : str
+        Activation of the hidden layer.
+    dropout : float
+        Dropout rate on the hidden features (0 for none).
+    learning_rate : float
+        Initial learning rate of Adam.
+    training_steps : int, optional
+        Optimizer steps of the whole training: the learning rate then decays to 0
+        along a cosine over them. None keeps it constant.
+    seed : int, optional
+        Seed of the dropout layer.
+    steps : int
+        Sequence length; also the memory's window ``theta``.
+    """
+    import keras
+
+    import keras_lmu
+
+    inputs = keras.Input((steps, 1), name="pixels")
+    features = keras_lmu.LMU(
+        memory_d=1,
+        order=order,
+        theta=steps,
+        hidden_cell=keras.layers.Dense(units, activation=activation),
+        return_sequences=False,
+        name="lmu",
+    )(inputs)
+    if dropout > 0:
+        features = keras.layers.Dropout(dropout, seed=seed, name="dropout")(features)
+    outputs = keras.layers.Dense(10, name="logits")(features)
+    model = keras.Model(inputs, outputs, name="psmnist_parallel")
+    _compile(model, learning_rate, training_steps)
+    return model
+
+
+def build_paper_model(
+    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS
+) -> keras.Model:
+    """Return the compiled recurrent psMNIST model of the 2019 LMU paper."""
+    import keras
+
+    import keras_lmu
+
+    inputs = keras.Input((steps, 1), name="pixels")
+    features = keras_lmu.LMU(
+        memory_d=1,
+        order=PAPER_ORDER,
+        theta=steps,
+        hidden_cell=keras.layers.SimpleRNNCell(PAPER_UNITS),
+        hidden_to_memory=True,
+        memory_to_memory=True,
+        return_sequences=False,
+        name="lmu",
+    )(inputs)
+    outputs = keras.layers.Dense(10, name="logits")(features)
+    model = keras.Model(inputs, outputs, name="psmnist_paper")
+    _compile(model, learning_rate, None)
+    return model
+
+
+def _compile(model: keras.Model, learning_rate: float, training_steps: int | None) -> None:
+    import keras
+
+    if training_steps is not None:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, training_steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of the sequences ``x`` whose most likely class is the label ``y``."""
+    import numpy as np
+
+    logits = model.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _best_weights_callback(monitor: str = "val_accuracy"):
+    """A callback that restores, at the end of training, the weights of the best epoch.
+
+    The best epoch is the first with the highest ``monitor`` (a validation metric).
+    """
+    import keras
+
+    class BestWeights(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = None
+            self.best_epoch = None
+            self.weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is None:
+                raise KeyError(f"{monitor} is missing from the epoch's logs")
+            if self.best is None or value > self.best:
+                self.best, self.best_epoch = float(value), epoch + 1
+                self.weights = [w.copy() for w in self.model.get_weights()]
+
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
+
+    return BestWeights()
+
+
+def train(args) -> int:
+    """Run ``keras-lmu psmnist train``; return the exit status."""
+    import keras
+
+    from keras_lmu.datasets import load_psmnist
+
+    try:
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_psmnist()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.train_size > len(x_train):
+        print(
+            f"error: --train-size must be at most {len(x_train)}, got {args.train_size}",
+            file=sys.stderr,
+        )
+        return 1
+    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    if args.eval_size is not None:
+        x_val, y_val = x_val[: args.eval_size], y_val[: args.eval_size]
+        x_test, y_test = x_test[: args.eval_size], y_test[: args.eval_size]
+    paper = args.model == "paper"
+    epochs = args.epochs or (PAPER_EPOCHS if paper else PARALLEL_EPOCHS)
+    batch_size = args.batch_size or (PAPER_BATCH_SIZE if paper else PARALLEL_BATCH_SIZE)
+    learning_rate = args.learning_rate or (PAPER_LEARNING_RATE if paper else PARALLEL_LEARNING_RATE)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if paper:
+        model = build_paper_model(learning_rate)
+        config = {"order": PAPER_ORDER, "units": PAPER_UNITS, "hidden_cell": "SimpleRNNCell"}
+    else:
+        training_steps = epochs * -(-len(x_train) // batch_size)
+        model = build_parallel_model(
+            order=args.order,
+            units=args.units,
+            activation=args.activation,
+            dropout=args.dropout,
+            learning_rate=learning_rate,
+            training_steps=training_steps,
+            seed=args.seed,
+        )
+        config = {
+            "order": args.order,
+            "units": args.units,
+            "activation": args.activation,
+            "dropout": args.dropout,
+            "hidden_cell": "Dense",
+            "schedule": "cosine decay to 0",
+        }
+    parameters = int(model.count_params())
+    print(
+        f"psMNIST, {args.model} model ({parameters} parameters): {len(x_train)} training, "
+        f"{len(x_val)} validation and {len(x_test)} test sequences of {x_train.shape[1]} steps",
+        flush=True,
+    )
+    if not paper and parameters > PARAMETER_BUDGET:
+        print(
+            f"warning: {parameters} parameters, more than the budget of {PARAMETER_BUDGET}",
+            file=sys.stderr,
+        )
+    best = _best_weights_callback()
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=(x_val, y_val),
+        validation_batch_size=EVALUATION_BATCH_SIZE,
+        callbacks=[best],
+        verbose=args.verbose,
+    )
+    training_time = time.perf_counter() - wall_start
+    cpu_time = time.process_time() - cpu_start
+    print(
+        f"Trained in {training_time:.1f} s; best epoch {best.best_epoch} "
+        f"(validation accuracy {best.best:.4f})",
+        flush=True,
+    )
+    model_path = out / MODEL_FILE
+    model.save(model_path)
+    test_accuracy = accuracy(model, x_test, y_test)
+    curves = {key: [float(v) for v in values] for key, values in history.history.items()}
+    metrics = {
+        "model": args.model,
+        "backend": keras.backend.backend(),
+        "config": config,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "Adam",
+        "seed": args.seed,
+        "train_size": len(x_train),
+        "validation_size": len(x_val),
+        "test_size": len(x_test),
+        "parameters": parameters,
+        "history": curves,
+        "best_epoch": best.best_epoch,
+        "best_val_accuracy": best.best,
+        "training_time_s": round(training_time, 2),
+        "training_cpu_time_s": round(cpu_time, 2),
+        "test_accuracy": test_accuracy,
+        "command": "keras-lmu " + " ".join(args.argv),
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=f"psMNIST, {args.model} LMU")
+    print(f"Wrote {model_path}, {out / CURVES_FILE} and {out / METRICS_FILE}")
+    print(f"Test accuracy: {test_accuracy:.4f}")
+    return 0
+
+
+def plot_curves(curves: dict, best_epoch: int, path: os.PathLike, title: str = "") -> None:
+    """Save a PNG of the training loss and the accuracies per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(curves["loss"]) + 1)
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axes.plot(epochs, curves["loss"], label="training")
+    if "val_loss" in curves:
+        loss_axes.plot(epochs, curves["val_loss"], label="validation")
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    loss_axes.legend()
+    accuracy_axes.plot(epochs, curves["accuracy"], label="training")
+    accuracy_axes.plot(epochs, curves["val_accuracy"], label="validation")
+    accuracy_axes.axvline(best_epoch, color="gray", linestyle=":", label="best epoch")
+    accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    accuracy_axes.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def evaluate(args) -> int:
+    """Run ``keras-lmu psmnist evaluate``; return the exit status."""
+    import keras
+
+    import keras_lmu  # noqa: F401 (registers the LMU layers for loading)
+    from keras_lmu.datasets import load_psmnist
+
+    path = Path(args.model_path)
+    if not path.is_file():
+        print(f"error: no model file {path}", file=sys.stderr)
+        return 1
+    try:
+        _, _, (x_test, y_test) = load_psmnist()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.eval_size is not None:
+        x_test, y_test = x_test[: args.eval_size], y_test[: args.eval_size]
+    model = keras.saving.load_model(path)
+    test_accuracy = accuracy(model, x_test, y_test)
+    print(f"Test accuracy: {test_accuracy:.4f} ({len(x_test)} test sequences)")
+    return 0

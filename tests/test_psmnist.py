@@ -1,0 +1,179 @@
+"""Tests of ``keras-lmu psmnist train`` and ``keras-lmu psmnist evaluate`` (keras_lmu.psmnist).
+
+The end-to-end runs train on a tiny budget in this process (the backend already
+loaded is the one asked for, so the command does not re-execute itself). They
+need real MNIST: they are skipped unless ``KERAS_LMU_DATA`` names a folder
+holding ``mnist.npz``.
+"""
+
+import contextlib
+import io
+import json
+import os
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lmu import cli, psmnist
+
+BACKEND = keras.backend.backend()
+needs_mnist = pytest.mark.skipif(
+    not os.environ.get("KERAS_LMU_DATA"),
+    reason="KERAS_LMU_DATA is not set: these runs need real MNIST ($KERAS_LMU_DATA/mnist.npz)",
+)
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    """Run ``keras-lmu ARGV`` in this process; return its exit status and stdout."""
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(argv)
+    return status, stdout.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv, usage",
+    [
+        (["--help"], "usage: keras-lmu "),
+        (["psmnist", "--help"], "usage: keras-lmu psmnist "),
+        (["psmnist", "train", "--help"], "usage: keras-lmu psmnist train "),
+        (["psmnist", "evaluate", "--help"], "usage: keras-lmu psmnist evaluate "),
+    ],
+)
+def test_help_on_every_level(argv, usage, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(usage)
+    if argv[0] == "--help":
+        assert "psmnist" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["psmnist"], "required: COMMAND"),
+        (["psmnist", "train", "--model", "lstm"], "--model: invalid choice: 'lstm'"),
+        (["psmnist", "train", "--dropout", "1.5"], "--dropout: expected a number in [0, 1)"),
+        (["psmnist", "train", "--epochs", "0"], "--epochs: expected a positive integer"),
+        (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
+        (["psmnist", "evaluate"], "required: MODEL"),
+    ],
+)
+def test_bad_arguments_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_defaults():
+    args = cli.build_parser().parse_args(["psmnist", "train"])
+    assert args.model == "parallel"
+    assert (args.train_size, args.seed, args.eval_size) == (50000, 0, None)
+    assert (args.order, args.units, args.dropout) == (
+        psmnist.PARALLEL_ORDER,
+        psmnist.PARALLEL_UNITS,
+        psmnist.PARALLEL_DROPOUT,
+    )
+
+
+def test_missing_model_file_fails(tmp_path, capsys):
+    status, _ = _run(["psmnist", "evaluate", str(tmp_path / "none.keras")])
+    assert status == 1
+    assert "no model file" in capsys.readouterr().err
+
+
+def _check_run(folder, stdout: str, model: str, epochs: int) -> dict:
+    """Check what one ``train`` run printed and wrote; return its metrics."""
+    for name in (psmnist.MODEL_FILE, psmnist.CURVES_FILE, psmnist.METRICS_FILE):
+        assert (folder / name).is_file(), name
+    assert (folder / psmnist.CURVES_FILE).read_bytes().startswith(b"\x89PNG")
+    metrics = json.loads((folder / psmnist.METRICS_FILE).read_text())
+    assert metrics["model"] == model
+    assert metrics["backend"] == BACKEND
+    assert len(metrics["history"]["loss"]) == epochs
+    assert len(metrics["history"]["val_accuracy"]) == epochs
+    val_accuracy = metrics["history"]["val_accuracy"]
+    assert metrics["best_epoch"] == int(np.argmax(val_accuracy)) + 1
+    assert metrics["best_val_accuracy"] == pytest.approx(max(val_accuracy))
+    assert metrics["parameters"] > 0
+    assert metrics["training_time_s"] > 0
+    assert 0 <= metrics["test_accuracy"] <= 1
+    # The test set is scored once, at the end.
+    assert stdout.count("Test accuracy:") == 1
+    assert stdout.rstrip().splitlines()[-1] == f"Test accuracy: {metrics['test_accuracy']:.4f}"
+    assert "val_accuracy:" in stdout  # Keras's progress bar, with the validation
+    return metrics
+
+
+@needs_mnist
+def test_parallel_train_then_evaluate(tmp_path):
+    status, stdout = _run(
+        [
+            "psmnist",
+            "train",
+            "--train-size",
+            "300",
+            "--epochs",
+            "2",
+            "--eval-size",
+            "500",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert status == 0
+    metrics = _check_run(tmp_path, stdout, "parallel", epochs=2)
+    assert "Epoch 2/2" in stdout
+    # The default model fits the parameter budget.
+    assert metrics["config"]["order"] == psmnist.PARALLEL_ORDER
+    assert metrics["parameters"] <= psmnist.PARAMETER_BUDGET
+    assert (metrics["train_size"], metrics["validation_size"], metrics["test_size"]) == (
+        300,
+        500,
+        500,
+    )
+    # evaluate reads the saved (best-epoch) model back and gives the same accuracy.
+    status, stdout = _run(
+        ["psmnist", "evaluate", str(tmp_path / psmnist.MODEL_FILE), "--eval-size", "500"]
+    )
+    assert status == 0
+    assert f"Test accuracy: {metrics['test_accuracy']:.4f} (500 test sequences)" in stdout
+
+
+@needs_mnist
+def test_paper_train(tmp_path):
+    status, stdout = _run(
+        [
+            "psmnist",
+            "train",
+            "--model",
+            "paper",
+            "--train-size",
+            "100",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--eval-size",
+            "100",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert status == 0
+    metrics = _check_run(tmp_path, stdout, "paper", epochs=1)
+    assert metrics["batch_size"] == 50
+    # The saved model is the 2019 one.
+    with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
+        config = json.loads(archive.read("config.json"))
+    (lmu,) = [layer for layer in config["config"]["layers"] if layer["name"] == "lmu"]
+    lmu = lmu["config"]
+    assert (lmu["memory_d"], lmu["order"], lmu["theta"]) == (1, 256, 784)
+    assert lmu["hidden_to_memory"] and lmu["memory_to_memory"]
+    assert lmu["hidden_cell"]["class_name"] == "SimpleRNNCell"
+    assert lmu["hidden_cell"]["config"]["units"] == 212
