@@ -185,6 +185,12 @@ def _add_psmnist_commands(subcommands) -> None:
         help="parallel model: dropout rate on the hidden features (default: %(default)s)",
     )
     train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="parallel model: decoupled weight decay (AdamW) if positive (default: %(default)s)",
+    )
+    train.add_argument(
         "--eval-size",
         type=_positive_int,
         default=None,

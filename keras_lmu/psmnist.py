@@ -79,6 +79,7 @@ def build_parallel_model(
     training_steps: int | None = None,
     seed: int | None = None,
     steps: int = STEPS,
+    weight_decay: float = 0.0,
 ) -> keras.Model:
     """Return the compiled parallel LMU model.
 
@@ -101,6 +102,8 @@ def build_parallel_model(
         Seed of the dropout layer.
     steps : int
         Sequence length; also the memory's window ``theta``.
+    weight_decay : float
+        Decoupled weight decay (AdamW) when positive; plain Adam when 0.
     """
     import keras
 
@@ -119,7 +122,7 @@ def build_parallel_model(
         features = keras.layers.Dropout(dropout, seed=seed, name="dropout")(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_parallel")
-    _compile(model, learning_rate, training_steps)
+    _compile(model, learning_rate, training_steps, weight_decay)
     return model
 
 
@@ -148,13 +151,22 @@ def build_paper_model(
     return model
 
 
-def _compile(model: keras.Model, learning_rate: float, training_steps: int | None) -> None:
+def _compile(
+    model: keras.Model,
+    learning_rate: float,
+    training_steps: int | None,
+    weight_decay: float = 0.0,
+) -> None:
     import keras
 
     if training_steps is not None:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, training_steps)
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -238,12 +250,14 @@ def train(args) -> int:
             learning_rate=learning_rate,
             training_steps=training_steps,
             seed=args.seed,
+            weight_decay=args.weight_decay,
         )
         config = {
             "order": args.order,
             "units": args.units,
             "activation": args.activation,
             "dropout": args.dropout,
+            "weight_decay": args.weight_decay,
             "hidden_cell": "Dense",
             "schedule": "cosine decay to 0",
         }
@@ -288,7 +302,7 @@ def train(args) -> int:
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
-        "optimizer": "Adam",
+        "optimizer": "AdamW" if not paper and args.weight_decay > 0 else "Adam",
         "seed": args.seed,
         "train_size": len(x_train),
         "validation_size": len(x_val),
