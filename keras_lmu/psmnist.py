@@ -6,7 +6,7 @@ validation accuracy, scores them once on the 10000 test images and writes to an
 output folder:
 
 ``psmnist.keras``
-    the model with the best epoch's weights;
+    the model with the best epoch's weights (not compiled: no optimizer state);
 ``psmnist_curves.png``
     training loss, training and validation accuracy per epoch;
 ``psmnist_metrics.json``
@@ -292,7 +292,7 @@ def train(args) -> int:
         flush=True,
     )
     model_path = out / MODEL_FILE
-    model.save(model_path)
+    save_for_inference(model, model_path)
     test_accuracy = accuracy(model, x_test, y_test)
     curves = {key: [float(v) for v in values] for key, values in history.history.items()}
     metrics = {
@@ -321,6 +321,19 @@ def train(args) -> int:
     print(f"Wrote {model_path}, {out / CURVES_FILE} and {out / METRICS_FILE}")
     print(f"Test accuracy: {test_accuracy:.4f}")
     return 0
+
+
+def save_for_inference(model: keras.Model, path: os.PathLike) -> None:
+    """Save ``model``'s architecture and weights, without its optimizer's state.
+
+    The copy is not compiled, so the file holds no optimizer variables (which
+    would triple its size); it is ready for ``predict``.
+    """
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.save(path)
 
 
 def plot_curves(curves: dict, best_epoch: int, path: os.PathLike, title: str = "") -> None:
