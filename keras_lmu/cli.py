@@ -186,9 +186,10 @@ def _add_psmnist_commands(subcommands) -> None:
     )
     train.add_argument(
         "--weight-decay",
-        type=float,
-        default=0.0,
-        help="parallel model: decoupled weight decay (AdamW) if positive (default: %(default)s)",
+        type=_non_negative_float,
+        default=psmnist.PARALLEL_WEIGHT_DECAY,
+        help="parallel model: decoupled weight decay of AdamW; 0 for plain Adam "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--eval-size",
@@ -286,6 +287,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 

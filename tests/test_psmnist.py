@@ -60,6 +60,7 @@ def test_help_on_every_level(argv, usage, capsys):
         (["psmnist", "train", "--dropout", "1.5"], "--dropout: expected a number in [0, 1)"),
         (["psmnist", "train", "--epochs", "0"], "--epochs: expected a positive integer"),
         (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
+        (["psmnist", "train", "--weight-decay", "-0.1"], "--weight-decay: expected a number"),
         (["psmnist", "evaluate"], "required: MODEL"),
     ],
 )
@@ -74,10 +75,11 @@ def test_train_defaults():
     args = cli.build_parser().parse_args(["psmnist", "train"])
     assert args.model == "parallel"
     assert (args.train_size, args.seed, args.eval_size) == (50000, 0, None)
-    assert (args.order, args.units, args.dropout) == (
+    assert (args.order, args.units, args.dropout, args.weight_decay) == (
         psmnist.PARALLEL_ORDER,
         psmnist.PARALLEL_UNITS,
         psmnist.PARALLEL_DROPOUT,
+        psmnist.PARALLEL_WEIGHT_DECAY,
     )
 
 
