@@ -336,8 +336,8 @@ def save_for_inference(model: keras.Model, path: os.PathLike) -> None:
     """
     import keras
 
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    # A new functional model on the same layers and weights, never compiled.
+    copy = keras.Model(model.inputs, model.outputs, name=model.name)
     copy.save(path)
 
 

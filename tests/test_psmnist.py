@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -139,6 +140,11 @@ def test_parallel_train_then_evaluate(tmp_path):
         500,
         500,
     )
+    # The model is saved without optimizer state.
+    with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            assert "optimizer" not in weights
+            assert "layers" in weights
     # evaluate reads the saved (best-epoch) model back and gives the same accuracy.
     status, stdout = _run(
         ["psmnist", "evaluate", str(tmp_path / psmnist.MODEL_FILE), "--eval-size", "500"]
