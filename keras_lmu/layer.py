@@ -14,10 +14,25 @@ from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
 from keras_lmu.memory import LegendreMemory
 
-#: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel:
-#: beyond it, powers of the (memory_d * order)^2 state matrix cost more than the
-#: step-by-step recurrence.
-PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = 256
+# The rules below come from training-step times measured on a 2-core CPU with
+# ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
+
+#: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel, per
+#: backend: the parallel form needs powers of the (memory_d * order)^2 state matrix.
+#: Measured at T = 1024: PyTorch's step-by-step loop is slow enough that the parallel form
+#: won at every size tried (3.5x at 1024); TensorFlow's parallel form won at 16 and 64
+#: (4.9x, 1.3x) and lost from 128 on (0.77x); JAX's compiled loop won at every size with
+#: a fixed memory (parallel 0.68x at 16), so there only a trainable theta, A or B, which
+#: the loop re-discretizes at every step, makes the parallel form pay (1.6x at 16).
+PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 64}
+#: Backends whose step-by-step loop beats the parallel memory_to_memory form unless the
+#: discretization is trainable.
+RECURRENCE_FIRST_BACKENDS = ("jax",)
+#: Longest sequence for which ``conv_mode="auto"`` picks the direct convolution over the
+#: FFT: raw/fft time ratios at 64 steps were 0.44-0.82 on TensorFlow (0.73-0.88 at 128,
+#: 1.4-2.2 at 256), 0.64-0.90 on JAX with memory_d=1 (1.1-1.2 with memory_d=16) and
+#: 0.86-1.1 on PyTorch.
+DIRECT_CONVOLUTION_MAX_STEPS = {"tensorflow": 128, "jax": 64, "torch": 0}
 
 
 @keras.saving.register_keras_serializable(package="keras-lmu")
@@ -147,15 +162,29 @@ class LMU(keras.layers.Layer):
         """The ``LMUCell`` or ``LMUFeedforward`` that holds the memory's weights."""
         return self.layer.cell if isinstance(self.layer, keras.layers.RNN) else self.layer
 
-    def uses_parallel_form(self, steps=None) -> bool:
-        """Whether the memory is computed in parallel (``LMUFeedforward``)."""
+    def uses_parallel_form(self) -> bool:
+        """Whether the memory is computed in parallel (``LMUFeedforward``) on this backend."""
         template = self._template
         if template.hidden_to_memory:
             return False
-        if template.memory_to_memory:
-            size = template.memory_d * template.order
-            return template.recurrent_dropout == 0 and size <= PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE
-        return True
+        if not template.memory_to_memory:
+            return True
+        backend = keras.backend.backend()
+        if template.recurrent_dropout > 0:
+            return False
+        if backend in RECURRENCE_FIRST_BACKENDS and not template.has_trainable_system:
+            return False
+        size = template.memory_d * template.order
+        return size <= PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE.get(backend, 256)
+
+    def _resolved_conv_mode(self, steps: int | None) -> str:
+        """``conv_mode``, with ``"auto"`` resolved by sequence length and backend."""
+        if self.conv_mode != "auto":
+            return self.conv_mode
+        limit = DIRECT_CONVOLUTION_MAX_STEPS.get(keras.backend.backend(), 0)
+        if keras.backend.backend() == "jax" and self._template.memory_d > 1:
+            limit = 0
+        return "raw" if steps is not None and steps <= limit else "fft"
 
     @property
     def state_size(self) -> list[int]:
@@ -168,10 +197,10 @@ class LMU(keras.layers.Layer):
         self._template._check_input_d(input_d)
         config = dict(self.cell_config)
         hidden_cell = self.hidden_cell
-        if self.uses_parallel_form(steps):
+        if self.uses_parallel_form():
             for key in ("hidden_to_memory", "input_d"):
                 config.pop(key)
-            conv_mode = "fft" if self.conv_mode == "auto" else self.conv_mode
+            conv_mode = self._resolved_conv_mode(steps)
             self.layer = LMUFeedforward(
                 hidden_cell=hidden_cell,
                 return_sequences=self.return_sequences,

@@ -319,3 +319,32 @@ def test_theta_property():
     layer.layer.theta_inv.assign(0.25)
     assert layer.theta == pytest.approx(4.0)
     assert keras_lmu.LMUCell(1, 4, 7.0, None).theta == 7.0
+
+
+def test_measured_rule_for_memory_to_memory():
+    """The parallel/recurrent choice follows the per-backend table in keras_lmu.layer."""
+    from keras_lmu import layer as layer_module
+
+    backend = keras.backend.backend()
+    x = np.zeros((1, 6, 2), "float32")
+    fixed = keras_lmu.LMU(1, 8, 5.0, None, memory_to_memory=True)
+    trainable = keras_lmu.LMU(1, 8, 5.0, None, memory_to_memory=True, trainable_theta=True)
+    limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[backend]
+    too_big = keras_lmu.LMU(1, limit + 1, 5.0, None, memory_to_memory=True, trainable_theta=True)
+    for lmu in (fixed, trainable, too_big):
+        lmu(x)
+    recurrence_first = backend in layer_module.RECURRENCE_FIRST_BACKENDS
+    assert isinstance(fixed.layer, keras_lmu.LMUFeedforward) != recurrence_first
+    assert isinstance(trainable.layer, keras_lmu.LMUFeedforward)
+    assert isinstance(too_big.layer, keras.layers.RNN)
+
+
+@pytest.mark.parametrize("steps", [32, 1024])
+def test_auto_conv_mode_follows_sequence_length(steps):
+    from keras_lmu import layer as layer_module
+
+    lmu = keras_lmu.LMU(1, 4, 5.0, None, return_sequences=True)
+    lmu(np.zeros((1, steps, 1), "float32"))
+    limit = layer_module.DIRECT_CONVOLUTION_MAX_STEPS[keras.backend.backend()]
+    assert lmu.layer.conv_mode == ("raw" if steps <= limit else "fft")
+    assert lmu.get_config()["conv_mode"] == "auto"
