@@ -16,8 +16,9 @@ TOLERANCE = {"mixed_float16": 2e-2, "mixed_bfloat16": 1e-1}
 
 def make_model(options, steps=64):
     inp = keras.Input((steps, 3))
-    lmu = keras_lmu.LMU(2, 16, 48.0, keras.layers.SimpleRNNCell(8), return_sequences=True,
-                        **options)
+    lmu = keras_lmu.LMU(
+        2, 16, 48.0, keras.layers.SimpleRNNCell(8), return_sequences=True, **options
+    )
     return keras.Model(inp, keras.layers.Dense(1, dtype="float32")(lmu(inp))), lmu
 
 
