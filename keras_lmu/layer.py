@@ -17,17 +17,17 @@ from keras_lmu.memory import LegendreMemory
 # The rules below come from training-step times measured on a 2-core CPU with
 # ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
 
-#: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel, per
-#: backend: the parallel form needs powers of the (memory_d * order)^2 state matrix.
-#: Measured at T = 1024: PyTorch's step-by-step loop is slow enough that the parallel form
-#: won at every size tried (3.5x at 1024); TensorFlow's parallel form won at 16 and 64
-#: (4.9x, 1.3x) and lost from 128 on (0.77x); JAX's compiled loop won at every size with
-#: a fixed memory (parallel 0.68x at 16), so there only a trainable theta, A or B, which
-#: the loop re-discretizes at every step, makes the parallel form pay (1.6x at 16).
-PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 64}
-#: Backends whose step-by-step loop beats the parallel memory_to_memory form unless the
-#: discretization is trainable.
-RECURRENCE_FIRST_BACKENDS = ("jax",)
+#: Largest ``memory_d * order`` for which a memory_to_memory LMU with a fixed memory runs
+#: in parallel, per backend (the parallel form needs powers of the (memory_d * order)^2
+#: state matrix). Measured at T = 1024: PyTorch's step-by-step loop is slow enough that the
+#: parallel form won at every size tried (52x at 16, 3.5x at 1024); TensorFlow's won at 16
+#: and 64 (4.9x, 1.3x) and lost from 128 on (0.33-0.77x); JAX's compiled loop won at every
+#: size (parallel 0.68x at 16, 0.09-0.59x beyond).
+PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 0}
+#: The same with a trainable theta, A or B, which the loop re-discretizes at every step:
+#: the parallel form won at every size tried (up to 256) on every backend (JAX 3.2-28x,
+#: TensorFlow 13-54x, PyTorch 70-102x).
+PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE = 256
 #: Longest sequence for which ``conv_mode="auto"`` picks the direct convolution over the
 #: FFT: raw/fft time ratios at 64 steps were 0.44-0.82 on TensorFlow (0.73-0.88 at 128,
 #: 1.4-2.2 at 256), 0.64-0.90 on JAX with memory_d=1 (1.1-1.2 with memory_d=16) and
@@ -169,13 +169,12 @@ class LMU(keras.layers.Layer):
             return False
         if not template.memory_to_memory:
             return True
-        backend = keras.backend.backend()
         if template.recurrent_dropout > 0:
             return False
-        if backend in RECURRENCE_FIRST_BACKENDS and not template.has_trainable_system:
-            return False
-        size = template.memory_d * template.order
-        return size <= PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE.get(backend, 256)
+        limit = PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE.get(keras.backend.backend(), 64)
+        if template.has_trainable_system:
+            limit = max(limit, PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE)
+        return template.memory_d * template.order <= limit
 
     def _resolved_conv_mode(self, steps: int | None) -> str:
         """``conv_mode``, with ``"auto"`` resolved by sequence length and backend."""

@@ -325,18 +325,20 @@ def test_measured_rule_for_memory_to_memory():
     """The parallel/recurrent choice follows the per-backend table in keras_lmu.layer."""
     from keras_lmu import layer as layer_module
 
-    backend = keras.backend.backend()
+    fixed_limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[keras.backend.backend()]
+    trainable_limit = max(fixed_limit, layer_module.PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE)
     x = np.zeros((1, 6, 2), "float32")
-    fixed = keras_lmu.LMU(1, 8, 5.0, None, memory_to_memory=True)
-    trainable = keras_lmu.LMU(1, 8, 5.0, None, memory_to_memory=True, trainable_theta=True)
-    limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[backend]
-    too_big = keras_lmu.LMU(1, limit + 1, 5.0, None, memory_to_memory=True, trainable_theta=True)
-    for lmu in (fixed, trainable, too_big):
+    for order, trainable, limit in [
+        (8, False, fixed_limit),
+        (fixed_limit + 1, False, fixed_limit),
+        (8, True, trainable_limit),
+        (trainable_limit + 1, True, trainable_limit),
+    ]:
+        lmu = keras_lmu.LMU(1, order, 5.0, None, memory_to_memory=True, trainable_theta=trainable)
         lmu(x)
-    recurrence_first = backend in layer_module.RECURRENCE_FIRST_BACKENDS
-    assert isinstance(fixed.layer, keras_lmu.LMUFeedforward) != recurrence_first
-    assert isinstance(trainable.layer, keras_lmu.LMUFeedforward)
-    assert isinstance(too_big.layer, keras.layers.RNN)
+        parallel = isinstance(lmu.layer, keras_lmu.LMUFeedforward)
+        assert parallel == (order <= limit), (order, trainable)
+        assert parallel == lmu.uses_parallel_form()
 
 
 @pytest.mark.parametrize("steps", [32, 1024])
