@@ -173,3 +173,30 @@ def test_file_saved_here_loads_on_the_other_backends(tmp_path):
             )
             assert result.returncode == 0, result.stderr[-2000:]
             assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5, (name, backend)
+
+
+@pytest.mark.parametrize("saved_parallel", [True, False])
+def test_file_loads_whichever_form_the_loading_lmu_picks(tmp_path, monkeypatch, saved_parallel):
+    """Memory weights saved under layer/ (parallel) load into layer/cell/ and back."""
+    from keras_lmu import layer as layer_module
+
+    backend = keras.backend.backend()
+
+    def pick(parallel):
+        monkeypatch.setitem(
+            layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE, backend, 1024 if parallel else 0
+        )
+
+    pick(saved_parallel)
+    inp = keras.Input((9, 3))
+    lmu = keras_lmu.LMU(2, 4, 6.0, keras.layers.Dense(5), memory_to_memory=True, use_bias=True)
+    model = keras.Model(inp, lmu(inp))
+    assert isinstance(lmu.layer, keras_lmu.LMUFeedforward) == saved_parallel
+    randomize(model, 3)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    pick(not saved_parallel)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.layers[-1].layer, keras_lmu.LMUFeedforward) != saved_parallel
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 9, 3)).astype("float32")
+    assert_close(loaded(x), model(x), tolerance=1e-5)
