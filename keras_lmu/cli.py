@@ -366,20 +366,12 @@ def _is_installed(module_name: str) -> bool:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Train and evaluate the psMNIST demo model; return the exit status."""
-    from keras_lmu.datasets import load_psmnist
+    from keras_lmu.psmnist import load_splits
 
-    try:
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_psmnist()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    splits = load_splits(args.train_size)
+    if splits is None:
         return 1
-    if args.train_size > len(x_train):
-        print(
-            f"error: --train-size must be at most {len(x_train)}, got {args.train_size}",
-            file=sys.stderr,
-        )
-        return 1
-    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     print(
         f"psMNIST: {len(x_train)} training, {len(x_val)} validation and "
         f"{len(x_test)} test sequences of {x_train.shape[1]} steps",

@@ -214,24 +214,36 @@ def _best_weights_callback(monitor: str = "val_accuracy"):
     return BestWeights()
 
 
+def load_splits(train_size: int):
+    """The psMNIST splits with the training split cut to ``train_size`` sequences.
+
+    Returns None, after printing the reason to stderr, when the data is missing or
+    ``train_size`` is larger than the training split.
+    """
+    from keras_lmu.datasets import load_psmnist
+
+    try:
+        (x_train, y_train), validation, test = load_psmnist()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    if train_size > len(x_train):
+        print(
+            f"error: --train-size must be at most {len(x_train)}, got {train_size}",
+            file=sys.stderr,
+        )
+        return None
+    return (x_train[:train_size], y_train[:train_size]), validation, test
+
+
 def train(args) -> int:
     """Run ``keras-lmu psmnist train``; return the exit status."""
     import keras
 
-    from keras_lmu.datasets import load_psmnist
-
-    try:
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_psmnist()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    splits = load_splits(args.train_size)
+    if splits is None:
         return 1
-    if args.train_size > len(x_train):
-        print(
-            f"error: --train-size must be at most {len(x_train)}, got {args.train_size}",
-            file=sys.stderr,
-        )
-        return 1
-    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     if args.eval_size is not None:
         x_val, y_val = x_val[: args.eval_size], y_val[: args.eval_size]
         x_test, y_test = x_test[: args.eval_size], y_test[: args.eval_size]
