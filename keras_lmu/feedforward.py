@@ -12,7 +12,7 @@ from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
 from keras_lmu.memory import LegendreMemory
 
-CONV_MODES = ("fft", "raw")
+CONV_MODES = ("fft", "raw", "scan")
 
 
 @keras.saving.register_keras_serializable(package="keras-lmu")
@@ -42,9 +42,11 @@ class LMUFeedforward(LegendreMemory):
         the last one when ``return_sequences=False``).
     return_sequences : bool
         Return every step's output, or only the last one.
-    conv_mode : {"fft", "raw"}
-        How the full memory sequence is computed: FFT convolution or direct
-        convolution.
+    conv_mode : {"fft", "raw", "scan"}
+        How the full memory sequence is computed: FFT convolution, direct
+        convolution, or a parallel prefix scan of the recurrence
+        (``log2(steps)`` products with powers of ``A_bar``, or of ``M``; fast for
+        a small memory, see :func:`keras_lmu.ops.linear_recurrence`).
     truncate_ir : float or None
         With ``conv_mode="raw"``, drop the tail of the impulse response holding
         less than this share of its total magnitude (None keeps it all).
@@ -267,6 +269,8 @@ class LMUFeedforward(LegendreMemory):
 
     def _all_memories(self, encoded, initial_memory=None):
         steps = encoded.shape[1]
+        if self.conv_mode == "scan":
+            return self._memories_by_scan(encoded, initial_memory)
         response = self._memory_response(steps)
         if self.conv_mode == "fft":
             memory = lmu_ops.causal_convolution_fft(encoded, response)
@@ -276,6 +280,27 @@ class LMUFeedforward(LegendreMemory):
         if initial_memory is not None:
             memory = memory + self._free_response(initial_memory, steps)
         return memory
+
+    def _memories_by_scan(self, encoded, initial_memory=None):
+        """Every step's memory by a parallel scan of ``s_t = M s_{t-1} + G v_t``.
+
+        The initial memory enters the first step as ``M s_0``, so the scan also
+        gives its free response.
+        """
+        batch, steps = ops.shape(encoded)[0], encoded.shape[1]
+        if self.memory_to_memory:
+            matrix, G = self._state_matrices()
+            inputs = ops.einsum("btc,kc->btk", encoded, G)  # (batch, steps, D * N)
+        else:
+            matrix, B_bar = self.discrete_system()
+            inputs = ops.expand_dims(encoded, -1) * B_bar  # (batch, steps, D, N)
+        if initial_memory is not None:
+            shape = (batch, 1, *inputs.shape[2:])
+            states = ops.reshape(ops.cast(initial_memory, matrix.dtype), shape)
+            first = inputs[:, :1] + ops.einsum("bt...j,ij->bt...i", states, matrix)
+            inputs = ops.concatenate([first, inputs[:, 1:]], axis=1)
+        memory = lmu_ops.linear_recurrence(inputs, matrix)
+        return ops.reshape(memory, (batch, steps, self.memory_d * self.order))
 
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
         """Exact step-by-step memory: for masks, and lengths unknown while tracing."""

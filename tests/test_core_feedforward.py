@@ -43,7 +43,7 @@ def test_lmu_never_truncates_by_default():
 
 
 @pytest.mark.usefixtures("exact_floatx")
-@pytest.mark.parametrize("conv_mode", ["fft", "raw"])
+@pytest.mark.parametrize("conv_mode", ["fft", "raw", "scan"])
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_unknown_sequence_length(rng, conv_mode, return_sequences):
     """A model built for (None, features) works for any length, exactly."""

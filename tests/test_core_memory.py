@@ -30,6 +30,10 @@ CASES = [
     ("raw", "euler", 3, "dense", False, False, False, False, True, True, "theta"),
     ("raw", "zoh", 1, "rnn", False, True, True, True, True, True, "AB"),
     ("raw", "zoh", 2, None, False, False, True, False, False, False, None),
+    ("scan", "zoh", 2, "dense", False, True, False, True, True, True, "theta"),
+    ("scan", "euler", 1, "rnn", False, False, True, False, True, True, "AB"),
+    ("scan", "zoh", 3, "rnn", False, True, True, True, False, False, None),
+    ("scan", "euler", 2, None, False, False, False, False, True, True, None),
 ]
 
 
@@ -173,7 +177,7 @@ def test_matches_reference(
 
 @exact
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
-@pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw"])
+@pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw", "scan"])
 def test_trainable_theta_uses_trained_value(rng, form, discretizer):
     options = dict(
         memory_d=2,
@@ -199,8 +203,8 @@ def test_trainable_theta_uses_trained_value(rng, form, discretizer):
 
 
 @exact
-def test_long_sequence_fft_and_raw_agree_with_reference(rng):
-    """Hundreds of steps, order 32: the FFT and direct convolutions stay exact."""
+def test_long_sequence_fft_raw_and_scan_agree_with_reference(rng):
+    """Hundreds of steps, order 32: the FFT and direct convolutions and the scan stay exact."""
     options = dict(
         memory_d=1,
         order=32,
@@ -214,14 +218,15 @@ def test_long_sequence_fft_and_raw_agree_with_reference(rng):
     )
     x = rng.uniform(-1, 1, (2, 300, 1))
     fft = make_layer("fft", None, True, **options)
-    raw = make_layer("raw", None, True, **options)
+    others = [make_layer(form, None, True, **options) for form in ("raw", "scan")]
     fft(x)
-    raw(x)
     randomize(fft, rng)
-    raw.set_weights(fft.get_weights())
     expected, _ = reference_for(fft, x, None, **options)
     assert_close(fft(x), expected)
-    assert_close(raw(x), expected)
+    for layer in others:
+        layer(x)
+        layer.set_weights(fft.get_weights())
+        assert_close(layer(x), expected)
 
 
 @exact

@@ -17,7 +17,8 @@ def make(form, hidden=None, dtype=None, **options):
         return keras_lmu.LMU(return_sequences=True, **options)
     if form == "rnn":
         return keras.layers.RNN(keras_lmu.LMUCell(**options), return_sequences=True, dtype=dtype)
-    return keras_lmu.LMUFeedforward(return_sequences=True, **options)
+    conv_mode = "scan" if form == "scan" else "fft"
+    return keras_lmu.LMUFeedforward(return_sequences=True, conv_mode=conv_mode, **options)
 
 
 @pytest.mark.usefixtures("exact_floatx")
@@ -30,11 +31,12 @@ def make(form, hidden=None, dtype=None, **options):
     ],
 )
 def test_one_optimizer_step_gives_same_weights_on_every_path(rng, options):
-    """Gradients agree: parallel LMUFeedforward vs recurrent RNN(LMUCell), theta included."""
+    """Gradients agree: parallel LMUFeedforward (FFT and scan) vs recurrent RNN(LMUCell),
+    theta included."""
     x = rng.uniform(-1, 1, (4, 10, 3))
     y = rng.uniform(-1, 1, (4, 10, 3))
     models = []
-    for form in ("rnn", "feedforward"):
+    for form in ("rnn", "feedforward", "scan"):
         inp = keras.Input((10, 3), dtype=DTYPE)
         out = keras.layers.EinsumDense("btf,fo->bto", (10, 3), dtype=DTYPE)(
             make(form, linear_layer(5, DTYPE), dtype=DTYPE, **options)(inp)
@@ -43,13 +45,15 @@ def test_one_optimizer_step_gives_same_weights_on_every_path(rng, options):
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
         models.append(model)
     models[0].set_weights([w + rng.uniform(0, 0.01, w.shape) for w in models[0].get_weights()])
-    models[1].set_weights(models[0].get_weights())
+    for model in models[1:]:
+        model.set_weights(models[0].get_weights())
     for model in models:
         model.train_on_batch(x, y)
     before = {w.path.split("/")[-1] for w in models[0].weights}
     assert ("theta_inv" in before) == bool(options.get("trainable_theta"))
-    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
-        assert np.max(np.abs(a - b)) <= TOLERANCE * max(1.0, np.max(np.abs(a)))
+    for parallel in models[1:]:
+        for a, b in zip(models[0].get_weights(), parallel.get_weights(), strict=True):
+            assert np.max(np.abs(a - b)) <= TOLERANCE * max(1.0, np.max(np.abs(a)))
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -18,6 +18,12 @@ CONFIGS = [
         dict(hidden=None, memory_to_memory=True, trainable_theta=True),
         keras_lmu.LMUFeedforward,
     ),
+    ("parallel-scan", dict(hidden="dense", conv_mode="scan"), keras_lmu.LMUFeedforward),
+    (
+        "parallel-scan-m2m-theta",
+        dict(hidden="rnn", memory_to_memory=True, trainable_theta=True, conv_mode="scan"),
+        keras_lmu.LMUFeedforward,
+    ),
     (
         "recurrent",
         dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
