@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
@@ -119,6 +121,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                 "input features, which sizes the output), got input_d=None"
             )
         self._variables_loaded_by_rnn = False
+        self._sequence_system = None
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
@@ -141,6 +144,23 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._build_hidden(int(input_d))
         self.built = True
 
+    @contextlib.contextmanager
+    def discretized_once(self):
+        """Within this context, every step reuses one ``(A_bar, B_bar)`` computed here.
+
+        With a trainable theta, A or B the discretization (a matrix exponential for
+        zoh) depends on weights only, not on the step: a loop over a sequence
+        enters this context once instead of re-discretizing at every step.
+        """
+        if not self.has_trainable_system:
+            yield
+            return
+        object.__setattr__(self, "_sequence_system", self.discrete_system())
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_sequence_system", None)
+
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 
@@ -162,7 +182,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                 )
             recurrent_kernel = ops.cast(self.recurrent_kernel, self.memory_dtype)
             u = u + ops.einsum("bk,kd->bd", memory_input, recurrent_kernel)
-        A_bar, B_bar = self.discrete_system()
+        A_bar, B_bar = self._sequence_system or self.discrete_system()
         memory = ops.reshape(memory, (-1, self.memory_d, self.order))
         memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
         memory = ops.reshape(memory, (-1, self.memory_d * self.order))

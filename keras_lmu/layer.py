@@ -341,6 +341,11 @@ class _LMURNN(keras.layers.RNN):
     """
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
+        """Step through the sequence, discretizing a trainable memory once for all steps."""
+        with self.cell.discretized_once():
+            return self._masked_loop(sequences, initial_state, mask, training)
+
+    def _masked_loop(self, sequences, initial_state, mask, training):
         """Step through the sequence; with a mask, hold states and outputs at masked steps.
 
         Keras's loops take the first state to be the previous output, which for an

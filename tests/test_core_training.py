@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import DTYPE, TOLERANCE, assert_close
-from reference import discretized, linear_layer
+from reference import ReluRNNCell, discretized, linear_layer
 
 import keras_lmu
 
@@ -190,3 +190,42 @@ def test_trainable_A_and_B_start_from_legendre_and_learn(rng, form):
     assert not np.allclose(
         keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(reference(x))
     )
+
+
+@pytest.mark.usefixtures("exact_floatx")
+@pytest.mark.parametrize("discretizer", ["zoh", "euler"])
+def test_recurrent_lmu_discretizes_once_per_sequence_with_same_gradients(rng, discretizer):
+    """On its step-by-step path LMU computes A_bar, B_bar once per sequence, not per step;
+    one training step equals that of RNN(LMUCell), which re-discretizes at every step."""
+    options = dict(
+        hidden_to_memory=True,
+        memory_to_memory=True,
+        trainable_theta=True,
+        trainable_A=True,
+        trainable_B=True,
+        discretizer=discretizer,
+    )
+    x = rng.uniform(-1, 1, (4, 10, 3))
+    y = rng.uniform(-1, 1, (4, 10, 3))
+    models, layers = [], []
+    for form in ("rnn", "lmu"):
+        layer = make(form, ReluRNNCell(5, dtype=DTYPE), dtype=DTYPE, **options)
+        inp = keras.Input((10, 3), dtype=DTYPE)
+        out = keras.layers.EinsumDense("btf,fo->bto", (10, 3), dtype=DTYPE)(layer(inp))
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        models.append(model)
+        layers.append(layer)
+    cell = layers[1].layer.cell
+    assert isinstance(layers[1].layer, keras.layers.RNN)
+    calls = []
+    discrete_system = cell.discrete_system
+    cell.discrete_system = lambda: calls.append(1) or discrete_system()
+    models[0].set_weights([w + rng.uniform(0, 0.01, w.shape) for w in models[0].get_weights()])
+    models[1].set_weights(models[0].get_weights())
+    layers[1](x)
+    assert len(calls) == 1, "one discretization for the 10 steps"
+    for model in models:
+        model.train_on_batch(x, y)
+    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        assert np.max(np.abs(a - b)) <= TOLERANCE * max(1.0, np.max(np.abs(a)))
