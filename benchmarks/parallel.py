@@ -66,7 +66,7 @@ import time
 import traceback
 
 BACKENDS = ("jax", "tensorflow", "torch")
-CASES = ("m2m-theta", "psmnist-theta", "conv-mode", "m2m-size", "long", "psmnist-ff")
+CASES = ("m2m-theta", "psmnist-theta", "scan", "conv-mode", "m2m-size", "long", "psmnist-ff")
 #: Cases run only when named in ``--cases``.
 EXTRA_CASES = ("m2m-size-theta",)
 HERE = os.path.abspath(__file__)
@@ -144,9 +144,11 @@ def parse_args(argv=None):
 def make_model(spec: dict, form: str):
     """A model and one batch of data for ``spec``, with the memory computed as ``form``.
 
-    ``form`` is ``"rnn"`` (``keras.layers.RNN(LMUCell)``), ``"fft"``, ``"raw"`` or
-    ``"last"`` (``LMUFeedforward``; the last-step contraction whenever only the last
-    step is read).
+    ``form`` is ``"rnn"`` (``keras.layers.RNN(LMUCell)``), ``"lmu-rnn"`` (the
+    step-by-step form that ``LMU`` runs: the same loop, discretizing a trainable
+    memory once per sequence), ``"fft"``, ``"raw"``, ``"scan"`` or ``"last"``
+    (``LMUFeedforward``; the last-step contraction whenever only the last step is
+    read).
     """
     import keras
     import numpy as np
@@ -168,6 +170,10 @@ def make_model(spec: dict, form: str):
     return_sequences = spec["return_sequences"]
     if form == "rnn":
         layer = keras.layers.RNN(keras_lmu.LMUCell(**memory), return_sequences=return_sequences)
+    elif form == "lmu-rnn":
+        from keras_lmu.layer import _LMURNN
+
+        layer = _LMURNN(keras_lmu.LMUCell(**memory), return_sequences=return_sequences)
     else:
         layer = keras_lmu.LMUFeedforward(
             **memory,
@@ -354,8 +360,11 @@ def case_m2m_theta(args, report):
     config = {"memory_d": 2, "order": 8, "theta": 64, "steps": steps, "batch": 16}
     spec = dict(config, features=4, hidden=16, trainable_theta=True, memory_to_memory=True)
     spec["return_sequences"] = True
-    runs = time_forms("m2m-theta", config, spec, ["fft", "rnn"], args)
-    report.add(runs, ratios=[("rnn", "fft")])
+    runs = time_forms("m2m-theta", config, spec, ["fft", "scan", "rnn", "lmu-rnn"], args)
+    report.add(
+        runs,
+        ratios=[("rnn", "fft"), ("rnn", "scan"), ("lmu-rnn", "scan"), ("rnn", "lmu-rnn")],
+    )
 
 
 def case_psmnist_theta(args, report):
@@ -363,8 +372,31 @@ def case_psmnist_theta(args, report):
     config = {"memory_d": 1, "order": 256, "theta": steps, "steps": steps, "batch": batch}
     spec = dict(config, features=1, hidden=212, trainable_theta=True, classes=10)
     spec["return_sequences"] = False
-    runs = time_forms("psmnist-theta", config, spec, ["last", "rnn"], args, fixed={"rnn": (1, 2)})
-    report.add(runs, ratios=[("rnn", "last")])
+    slow = {"rnn": (1, 2), "lmu-rnn": (1, 2)}
+    runs = time_forms("psmnist-theta", config, spec, ["last", "rnn", "lmu-rnn"], args, fixed=slow)
+    report.add(runs, ratios=[("rnn", "last"), ("lmu-rnn", "last"), ("rnn", "lmu-rnn")])
+
+
+def case_scan(args, report):
+    """The parallel scan against the FFT (and the step-by-step loop with memory_to_memory)."""
+    grid_steps = (256,) if args.quick else (256, 1024, 4096)
+    sizes = [(1, 8), (1, 64)] if args.quick else [(1, 4), (1, 8), (1, 16), (1, 64), (1, 256)]
+    for memory_to_memory in (False, True):
+        for memory_d, order in sizes + ([] if args.quick else [(4, 16)]):
+            for steps in grid_steps if not memory_to_memory else grid_steps[1:2]:
+                config = {
+                    "memory_d": memory_d,
+                    "order": order,
+                    "size": memory_d * order,
+                    "steps": steps,
+                    "batch": 16,
+                    "memory_to_memory": memory_to_memory,
+                }
+                spec = dict(config, theta=steps, features=4, head="pool", return_sequences=True)
+                forms = ["fft", "scan"] + (["lmu-rnn"] if memory_to_memory else [])
+                runs = time_forms("scan", config, spec, forms, args)
+                ratios = [("fft", "scan")] + ([("lmu-rnn", "scan")] if memory_to_memory else [])
+                report.add(runs, ratios=ratios)
 
 
 def case_conv_mode(args, report):
@@ -677,6 +709,7 @@ def main(argv=None):
     cases = {
         "m2m-theta": case_m2m_theta,
         "psmnist-theta": case_psmnist_theta,
+        "scan": case_scan,
         "conv-mode": case_conv_mode,
         "m2m-size": case_m2m_size,
         "m2m-size-theta": case_m2m_size_theta,

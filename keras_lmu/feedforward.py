@@ -13,6 +13,8 @@ from keras_lmu import ops as lmu_ops
 from keras_lmu.memory import LegendreMemory
 
 CONV_MODES = ("fft", "raw", "scan")
+#: Chunk length of ``conv_mode="scan"`` (measured: see docs/benchmarks-parallel.md).
+SCAN_CHUNK = 32
 
 
 @keras.saving.register_keras_serializable(package="keras-lmu")
@@ -282,24 +284,29 @@ class LMUFeedforward(LegendreMemory):
         return memory
 
     def _memories_by_scan(self, encoded, initial_memory=None):
-        """Every step's memory by a parallel scan of ``s_t = M s_{t-1} + G v_t``.
-
-        The initial memory enters the first step as ``M s_0``, so the scan also
-        gives its free response.
-        """
+        """Every step's memory by a chunked scan of ``s_t = M s_{t-1} + G v_t``
+        (:func:`keras_lmu.ops.chunked_linear_recurrence`)."""
         batch, steps = ops.shape(encoded)[0], encoded.shape[1]
+        chunk = min(SCAN_CHUNK, steps)
         if self.memory_to_memory:
             matrix, G = self._state_matrices()
-            inputs = ops.einsum("btc,kc->btk", encoded, G)  # (batch, steps, D * N)
-        else:
+            signal = encoded
+            initial = initial_memory
+        else:  # memory_d independent memories of one input each
             matrix, B_bar = self.discrete_system()
-            inputs = ops.expand_dims(encoded, -1) * B_bar  # (batch, steps, D, N)
-        if initial_memory is not None:
-            shape = (batch, 1, *inputs.shape[2:])
-            states = ops.reshape(ops.cast(initial_memory, matrix.dtype), shape)
-            first = inputs[:, :1] + ops.einsum("bt...j,ij->bt...i", states, matrix)
-            inputs = ops.concatenate([first, inputs[:, 1:]], axis=1)
-        memory = lmu_ops.linear_recurrence(inputs, matrix)
+            G = ops.expand_dims(B_bar, 1)
+            signal = ops.reshape(ops.transpose(encoded, (0, 2, 1)), (-1, steps, 1))
+            initial = None
+            if initial_memory is not None:
+                initial = ops.reshape(initial_memory, (-1, self.order))
+        transition = lmu_ops.impulse_response(matrix, matrix, chunk)  # M^(n+1)
+        response = ops.concatenate(  # H[n] = M^n G
+            [ops.expand_dims(G, 0), ops.einsum("nij,jc->nic", transition[:-1], G)], axis=0
+        )
+        memory = lmu_ops.chunked_linear_recurrence(signal, response, transition, initial)
+        if not self.memory_to_memory:  # (batch * D, steps, N) -> (batch, steps, D * N)
+            memory = ops.reshape(memory, (batch, self.memory_d, steps, self.order))
+            memory = ops.transpose(memory, (0, 2, 1, 3))
         return ops.reshape(memory, (batch, steps, self.memory_d * self.order))
 
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):

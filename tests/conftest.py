@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+import keras_lmu.feedforward
+
 BACKEND = keras.backend.backend()
 FLOAT64 = BACKEND != "jax" or os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true")
 #: dtype of the exactness tests, and their tolerance (max|diff| / max|reference|)
@@ -34,6 +36,13 @@ def rng():
 def _fresh_keras_state():
     keras.utils.clear_session()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _short_scan_chunks(monkeypatch):
+    """Chunks of 4 steps, so that short test sequences span several chunks of
+    ``conv_mode="scan"`` (and end inside one); a test may set its own."""
+    monkeypatch.setattr(keras_lmu.feedforward, "SCAN_CHUNK", 4)
 
 
 @pytest.fixture

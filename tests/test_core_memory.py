@@ -203,8 +203,10 @@ def test_trainable_theta_uses_trained_value(rng, form, discretizer):
 
 
 @exact
-def test_long_sequence_fft_raw_and_scan_agree_with_reference(rng):
-    """Hundreds of steps, order 32: the FFT and direct convolutions and the scan stay exact."""
+def test_long_sequence_fft_raw_and_scan_agree_with_reference(rng, monkeypatch):
+    """Hundreds of steps, order 32: the FFT and direct convolutions and the scan (with its
+    default chunk length) stay exact."""
+    monkeypatch.setattr(keras_lmu.feedforward, "SCAN_CHUNK", 32)
     options = dict(
         memory_d=1,
         order=32,
