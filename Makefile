@@ -11,9 +11,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Demo needs one backend only (JAX); the test set-up installs all three.
+# Demo needs one backend only (JAX), and matplotlib for its figures; the test set-up
+# installs all three backends.
 $(VENV)/.demo-installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[jax]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[jax,plots]"
 	touch $@
 
 $(VENV)/.all-installed: pyproject.toml constraints.txt | $(BIN)/python

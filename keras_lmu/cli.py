@@ -3,8 +3,14 @@
 Subcommands:
 
 ``demo``
-    Train a parallel LMU on permuted sequential MNIST (psMNIST) and print its
-    test accuracy.
+    Print the test accuracy of the shipped model ``models/psmnist.keras`` on
+    permuted sequential MNIST (psMNIST), train a parallel LMU on psMNIST for
+    about a minute and print its test accuracy, and draw its training curves
+    and its memory's Legendre basis and impulse response.
+
+``plot-basis``
+    Draw the shifted Legendre basis and the impulse response of an LMU memory
+    of a given order and window (needs matplotlib; no Keras backend).
 
 ``psmnist train`` / ``psmnist evaluate``
     Train the parallel or the 2019 paper's LMU on psMNIST, choosing the best
@@ -27,10 +33,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import keras
+    import numpy as np
 
 #: Backends the commands can run on, in order of preference.
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -42,6 +50,21 @@ DEMO_BATCH_SIZE = 32
 DEMO_LEARNING_RATE = 1e-3
 #: Images per batch when validating and testing (no gradients: larger batches are faster).
 EVALUATION_BATCH_SIZE = 1000
+#: Where ``keras-lmu demo`` writes its figures, and their names.
+DEMO_OUT = "demo_output"
+DEMO_CURVES_FILE = "psmnist_curves.png"
+BASIS_FILE = "legendre_basis.png"
+#: Order of the demo model's memory (its window is the sequence length, 784).
+DEMO_ORDER = 256
+#: The model trained by ``keras-lmu psmnist train`` that the repository ships.
+SHIPPED_MODEL = Path("models") / "psmnist.keras"
+#: Largest window ``keras-lmu plot-basis`` draws, in steps.
+MAX_PLOT_THETA = 1e9
+#: How to install matplotlib, which the figures need.
+PLOTS_INSTALL_HINT = (
+    "install it with: pip install 'keras-lmu3[plots]' "
+    "(in a checkout of the repository: pip install -e '.[plots]')"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     subcommands.required = True
     _add_demo_command(subcommands)
+    _add_plot_basis_command(subcommands)
     _add_psmnist_commands(subcommands)
     return parser
 
@@ -228,14 +252,21 @@ def _add_demo_command(subcommands) -> None:
     """Add ``keras-lmu demo`` to the subcommands."""
     demo = subcommands.add_parser(
         "demo",
-        help="train an LMU on psMNIST and print its test accuracy",
+        help="score the shipped psMNIST model, train an LMU on psMNIST, draw figures",
         description=(
-            "Train a parallel LMU (order 256, theta 784, Dense(212, relu) hidden "
-            "layer) on permuted sequential MNIST with Adam (learning rate 1e-3 "
-            "with cosine decay), validate on the last "
-            "10000 training images and print the accuracy on the 10000 test "
-            "images. The defaults take about a minute on a 2-core CPU. MNIST is "
-            "read from $KERAS_LMU_DATA/mnist.npz when that variable is set, else "
+            "Three steps on permuted sequential MNIST (psMNIST). (1) Print the "
+            "accuracy on the 10000 test images of the shipped model "
+            f"{SHIPPED_MODEL} (a parallel LMU of order 512 trained by 'keras-lmu "
+            "psmnist train'; a few seconds); a missing model file is reported and "
+            "skipped. "
+            "(2) Train a parallel LMU (order 256, theta 784, Dense(212, relu) hidden "
+            "layer) with Adam (learning rate 1e-3 with cosine decay), validate on "
+            "the last 10000 training images and print the accuracy on the 10000 "
+            "test images; the defaults take about a minute on a 2-core CPU. (3) "
+            f"Write its training curves (DIR/{DEMO_CURVES_FILE}) and the Legendre "
+            f"basis and impulse response of its memory (DIR/{BASIS_FILE}, as "
+            "'keras-lmu plot-basis' draws them); the figures need matplotlib. MNIST "
+            "is read from $KERAS_LMU_DATA/mnist.npz when that variable is set, else "
             "downloaded by keras.datasets.mnist."
         ),
     )
@@ -265,7 +296,64 @@ def _add_demo_command(subcommands) -> None:
         default=DEMO_TRAIN_SIZE,
         help="how many training images to train on, at most 50000 (default: %(default)s)",
     )
+    demo.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help=f"the saved model to score first (default: {SHIPPED_MODEL} of the "
+        "repository holding this package, else of the current folder)",
+    )
+    demo.add_argument(
+        "--out",
+        default=DEMO_OUT,
+        metavar="DIR",
+        help="folder for the figures (default: %(default)s)",
+    )
     demo.set_defaults(run=run_demo, needs_backend=True)
+
+
+def _add_plot_basis_command(subcommands) -> None:
+    """Add ``keras-lmu plot-basis`` to the subcommands."""
+    command = subcommands.add_parser(
+        "plot-basis",
+        help="draw the Legendre basis and the impulse response of an LMU memory",
+        description=(
+            "Draw two panels: (a) the shifted Legendre polynomials "
+            "P_i(2 tau/theta - 1), i < ORDER, over the window 0 <= tau <= theta; "
+            "(b) the impulse response H[k] = A_bar^k B_bar of the memory discretized "
+            "by zero-order hold, for k from 0 to 1.5 theta steps: it spans the "
+            "window and decays after theta. Up to order 10 each is drawn as one "
+            "curve per dimension, above it as a heatmap. The format follows the "
+            "extension of FILE (PNG when it has none; any that matplotlib writes, "
+            "e.g. .svg or .pdf). Needs matplotlib but no Keras backend."
+        ),
+    )
+    command.add_argument(
+        "--order",
+        type=_positive_int,
+        required=True,
+        help="order of the memory: the number of Legendre polynomials",
+    )
+    command.add_argument(
+        "--theta",
+        type=_window_length,
+        required=True,
+        help=f"length of the window, in steps (a positive number up to {MAX_PLOT_THETA:,.0f})",
+    )
+    command.add_argument(
+        "--out", required=True, metavar="FILE", help="the figure's file, e.g. basis.png"
+    )
+    command.set_defaults(run=run_plot_basis, needs_backend=False)
+
+
+def _window_length(text: str) -> float:
+    """argparse type: a positive number up to :data:`MAX_PLOT_THETA`."""
+    value = _positive_float(text)
+    if value > MAX_PLOT_THETA:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number up to {MAX_PLOT_THETA:,.0f}, got {text!r}"
+        )
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -364,23 +452,155 @@ def _is_installed(module_name: str) -> bool:
     return importlib.util.find_spec(module_name) is not None
 
 
+def _load_plots():
+    """Import :mod:`keras_lmu.plots`: ``(module, None)``, or ``(None, why not)``."""
+    if not _is_installed("matplotlib"):
+        return None, "matplotlib is not installed"
+    try:
+        from keras_lmu import plots
+    except ImportError as error:
+        return None, f"matplotlib cannot be imported ({error})"
+    return plots, None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_plot_basis(args: argparse.Namespace) -> int:
+    """Draw the figure of ``keras-lmu plot-basis``; return the exit status."""
+    plots, problem = _load_plots()
+    if plots is None:
+        print(f"error: {problem}; plot-basis needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
+        return 1
+    path = Path(args.out)
+    extension = path.suffix.lstrip(".").lower()
+    formats = plots.supported_formats()
+    if extension and extension not in formats:
+        print(
+            f"error: cannot write {path}: matplotlib writes no .{extension} files; "
+            "give FILE one of the extensions " + ", ".join("." + name for name in formats),
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"error: cannot write {path}: cannot create the folder {path.parent} "
+            f"({error.strerror or error})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        plots.make_basis_figure(path, args.order, args.theta)
+    except OSError as error:
+        print(f"error: cannot write {path}: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"Wrote {path}: Legendre basis and impulse response, order {args.order}, "
+        f"theta {args.theta:g}"
+    )
+    return 0
+
+
+def default_model_path() -> Path:
+    """The shipped model :data:`SHIPPED_MODEL` for ``keras-lmu demo``.
+
+    It is looked for in the repository that holds this package (an editable
+    install or a checkout), then in the current folder; when neither has it,
+    the repository's path is returned (and reported missing).
+    """
+    candidates = [Path(__file__).resolve().parents[1] / SHIPPED_MODEL, Path.cwd() / SHIPPED_MODEL]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]
+
+
+def score_saved_model(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> float | None:
+    """Print and return the test accuracy of the model saved at ``path``.
+
+    A missing or unreadable file, or a model for other sequences, is reported
+    (a warning on stderr) and None returned: the demo goes on without it.
+    """
+    import keras
+
+    import keras_lmu  # noqa: F401 (registers the LMU layers for loading)
+    from keras_lmu.psmnist import accuracy
+
+    shown = _shown(path)
+    if not path.is_file():
+        print(
+            f"warning: no model file {shown}: skipping its evaluation", file=sys.stderr, flush=True
+        )
+        return None
+    start = time.perf_counter()
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # whatever is wrong with the file, the demo goes on
+        print(
+            f"warning: cannot load {shown} ({type(error).__name__}: {error}): "
+            "skipping its evaluation",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    if tuple(model.input_shape[1:]) != tuple(x_test.shape[1:]):
+        print(
+            f"warning: {shown} takes inputs of shape {tuple(model.input_shape[1:])}, not "
+            f"{tuple(x_test.shape[1:])}: skipping its evaluation",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    test_accuracy = accuracy(model, x_test, y_test)
+    print(
+        f"Saved model {shown}: test accuracy {test_accuracy:.4f} "
+        f"({len(x_test)} test sequences, {time.perf_counter() - start:.1f} s)",
+        flush=True,
+    )
+    return test_accuracy
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """Train and evaluate the psMNIST demo model; return the exit status."""
+    """Score the shipped model, train and score the demo model, draw the figures.
+
+    Returns the exit status.
+    """
     from keras_lmu.psmnist import load_splits
 
     splits = load_splits(args.train_size)
     if splits is None:
         return 1
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+        return 1
+    plots, problem = _load_plots()
+    if plots is None:
+        print(
+            f"warning: {problem}: the demo will draw no figures; {PLOTS_INSTALL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"psMNIST: {len(x_train)} training, {len(x_val)} validation and "
         f"{len(x_test)} test sequences of {x_train.shape[1]} steps",
         flush=True,
     )
+    score_saved_model(Path(args.model) if args.model else default_model_path(), x_test, y_test)
     batches_per_epoch = -(-len(x_train) // args.batch_size)
     model = build_demo_model(x_train.shape[1], training_steps=args.epochs * batches_per_epoch)
     start = time.perf_counter()
-    model.fit(
+    history = model.fit(
         x_train,
         y_train,
         epochs=args.epochs,
@@ -391,7 +611,25 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(f"Trained in {time.perf_counter() - start:.1f} s", flush=True)
     _, test_accuracy = model.evaluate(x_test, y_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
-    print(f"Test accuracy: {test_accuracy:.4f}")
+    print(f"Test accuracy: {test_accuracy:.4f}", flush=True)
+    if plots is None:
+        return 0
+    return _write_demo_figures(plots, history.history, out, steps=x_train.shape[1])
+
+
+def _write_demo_figures(plots, curves: dict, out: Path, steps: int) -> int:
+    """Write the demo's training curves and its memory's basis figure; return the exit status."""
+    from keras_lmu.psmnist import plot_curves
+
+    curves_path, basis_path = out / DEMO_CURVES_FILE, out / BASIS_FILE
+    try:
+        # No epoch is marked: the demo keeps the last epoch's weights.
+        plot_curves(curves, None, curves_path, title="psMNIST, demo LMU")
+        plots.make_basis_figure(basis_path, DEMO_ORDER, steps)
+    except OSError as error:
+        print(f"error: cannot write the figures: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {_shown(curves_path)} and {_shown(basis_path)}")
     return 0
 
 
@@ -418,7 +656,7 @@ def build_demo_model(steps: int = 784, training_steps: int | None = None) -> ker
     inputs = keras.Input((steps, 1))
     features = keras_lmu.LMU(
         memory_d=1,
-        order=256,
+        order=DEMO_ORDER,
         theta=steps,
         hidden_cell=keras.layers.Dense(212, activation="relu"),
         return_sequences=False,

@@ -353,8 +353,11 @@ def save_for_inference(model: keras.Model, path: os.PathLike) -> None:
     copy.save(path)
 
 
-def plot_curves(curves: dict, best_epoch: int, path: os.PathLike, title: str = "") -> None:
-    """Save a PNG of the training loss and the accuracies per epoch."""
+def plot_curves(curves: dict, best_epoch: int | None, path: os.PathLike, title: str = "") -> None:
+    """Save a PNG of the training loss and the accuracies per epoch.
+
+    ``best_epoch`` (the epoch whose weights were kept) is marked, unless None.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,7 +372,8 @@ def plot_curves(curves: dict, best_epoch: int, path: os.PathLike, title: str = "
     loss_axes.legend()
     accuracy_axes.plot(epochs, curves["accuracy"], label="training")
     accuracy_axes.plot(epochs, curves["val_accuracy"], label="validation")
-    accuracy_axes.axvline(best_epoch, color="gray", linestyle=":", label="best epoch")
+    if best_epoch is not None:
+        accuracy_axes.axvline(best_epoch, color="gray", linestyle=":", label="best epoch")
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     accuracy_axes.legend()
     figure.suptitle(title)

@@ -1,6 +1,7 @@
 """Tests of the ``keras-lmu`` command (keras_lmu.cli and ``python -m keras_lmu``)."""
 
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -12,13 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lmu import cli, datasets
+from keras_lmu import cli, datasets, legendre
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BACKEND = keras.backend.backend()
 OTHER_BACKEND = next(name for name in cli.BACKENDS if name != BACKEND)
 #: Backend for runs whose output does not depend on it (help): the quickest to import.
 QUICK_BACKEND = "jax" if cli._is_installed("jax") else BACKEND
 TIMEOUT_S = 300
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
@@ -75,15 +79,23 @@ def runs(tmp_path_factory):
         "no_data": _start(
             folder,
             "no_data",
-            ["demo", "--backend", BACKEND, "--epochs", "1"],
+            ["demo", "--backend", BACKEND, "--epochs", "1", "--out", str(folder / "no_data_out")],
             {**env, "KERAS_BACKEND": start_backend, "KERAS_LMU_DATA": str(empty_data_dir)},
+        ),
+        # Started on another backend than the suite's: plot-basis must not re-execute.
+        "plot_basis": _start(
+            folder,
+            "plot_basis",
+            ["plot-basis", "--order", "5", "--theta", "40", "--out", str(folder / "basis.png")],
+            {**env, "KERAS_BACKEND": start_backend},
         ),
     }
     if os.environ.get("KERAS_LMU_DATA"):
         started["tiny_demo"] = _start(
             folder,
             "tiny_demo",
-            ["demo", "--epochs", "1", "--train-size", "500", "--batch-size", "25"],
+            ["demo", "--epochs", "1", "--train-size", "500", "--batch-size", "25"]
+            + ["--out", str(folder / "tiny_demo_out")],
             env,
         )
     yield started
@@ -110,11 +122,24 @@ def test_parser_defaults():
         cli.DEMO_BATCH_SIZE,
         cli.DEMO_TRAIN_SIZE,
     )
-    assert args.backend is None
+    assert (args.backend, args.model, args.out) == (None, None, cli.DEMO_OUT)
+    assert args.needs_backend
     args = cli.build_parser().parse_args(
         ["demo", "--epochs", "2", "--backend", "torch", "--batch-size", "7", "--train-size", "9"]
+        + ["--model", "m.keras", "--out", "figures"]
     )
     assert (args.epochs, args.backend, args.batch_size, args.train_size) == (2, "torch", 7, 9)
+    assert (args.model, args.out) == ("m.keras", "figures")
+    args = cli.build_parser().parse_args(
+        ["plot-basis", "--order", "3", "--theta", "12.5", "--out", "b.svg"]
+    )
+    assert (args.order, args.theta, args.out) == (3, 12.5, "b.svg")
+    assert not args.needs_backend
+
+
+def test_default_model_is_the_shipped_one():
+    assert cli.default_model_path() == ROOT / "models" / "psmnist.keras"
+    assert cli.default_model_path().is_file()
 
 
 @pytest.mark.parametrize(
@@ -126,6 +151,14 @@ def test_parser_defaults():
         (["demo", "--batch-size", "many"], "--batch-size: expected a positive integer"),
         (["demo", "--train-size", "-5"], "--train-size: expected a positive integer"),
         (["demo", "--backend", "numpy"], "--backend: invalid choice: 'numpy'"),
+        (["plot-basis", "--order", "0", "--theta", "5", "--out", "b.png"], "--order: expected"),
+        (["plot-basis", "--order", "2.5", "--theta", "5", "--out", "b.png"], "--order: expected"),
+        (["plot-basis", "--order", "3", "--theta", "0", "--out", "b.png"], "--theta: expected"),
+        (["plot-basis", "--order", "3", "--theta", "-2", "--out", "b.png"], "--theta: expected"),
+        (["plot-basis", "--order", "3", "--theta", "nan", "--out", "b.png"], "--theta: expected"),
+        (["plot-basis", "--order", "3", "--theta", "1e10", "--out", "b.png"], "up to 1,000,000"),
+        (["plot-basis", "--order", "3", "--theta", "5"], "arguments are required: --out"),
+        (["plot-basis", "--out", "b.png"], "arguments are required: --order, --theta"),
     ],
 )
 def test_bad_arguments_exit_2(argv, message, capsys):
@@ -236,17 +269,82 @@ def _tiny_psmnist(steps=16):
     return split(64), split(32), split(32)
 
 
-def test_run_demo_trains_and_prints_test_accuracy(monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    """A saved (untrained) demo model for the 16-step sequences of ``_tiny_psmnist``."""
+    from keras_lmu.psmnist import save_for_inference
+
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.keras"
+    save_for_inference(cli.build_demo_model(steps=16), path)
+    return path
+
+
+def test_run_demo_scores_model_trains_and_draws(monkeypatch, tmp_path, tiny_model_path, capsys):
     monkeypatch.setattr(datasets, "load_psmnist", lambda: _tiny_psmnist())
+    out_dir = tmp_path / "figures"
     args = cli.build_parser().parse_args(
         ["demo", "--epochs", "2", "--train-size", "48", "--batch-size", "16"]
+        + ["--model", str(tiny_model_path), "--out", str(out_dir)]
     )
     assert cli.run_demo(args) == 0
     out = capsys.readouterr().out
     assert "psMNIST: 48 training, 32 validation and 32 test sequences of 16 steps" in out
+    saved = re.search(r"^Saved model (.+): test accuracy ([0-9.]+) \(32 test sequences", out, re.M)
+    assert saved, out
+    assert saved.group(1) == str(tiny_model_path) and 0.0 <= float(saved.group(2)) <= 1.0
     assert "Epoch 2/2" in out and "val_accuracy" in out
-    accuracy = float(re.search(r"Test accuracy: ([0-9.]+)", out).group(1))
+    # The saved model is scored before the training starts.
+    assert out.index("Saved model") < out.index("Epoch 1/2")
+    accuracy = float(re.search(r"^Test accuracy: ([0-9.]+)$", out, re.M).group(1))
     assert 0.0 <= accuracy <= 1.0
+    curves, basis = out_dir / cli.DEMO_CURVES_FILE, out_dir / cli.BASIS_FILE
+    assert f"Wrote {curves} and {basis}" in out
+    for path in (curves, basis):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_run_demo_goes_on_without_model_or_matplotlib(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(datasets, "load_psmnist", lambda: _tiny_psmnist())
+    monkeypatch.setattr(cli, "_is_installed", lambda name: name != "matplotlib")
+    missing = tmp_path / "missing.keras"
+    args = cli.build_parser().parse_args(
+        ["demo", "--epochs", "1", "--train-size", "16", "--batch-size", "16"]
+        + ["--model", str(missing), "--out", str(tmp_path / "figures")]
+    )
+    assert cli.run_demo(args) == 0
+    captured = capsys.readouterr()
+    assert f"warning: no model file {missing}: skipping its evaluation" in captured.err
+    assert "matplotlib is not installed: the demo will draw no figures" in captured.err
+    assert "pip install 'keras-lmu3[plots]'" in captured.err
+    assert re.search(r"^Test accuracy: ([0-9.]+)$", captured.out, re.M)
+    assert "Saved model" not in captured.out and "Wrote" not in captured.out
+    assert list((tmp_path / "figures").iterdir()) == []
+
+
+def test_score_saved_model_skips_a_model_for_other_sequences(tiny_model_path, capsys):
+    x, y = _tiny_psmnist(steps=20)[2]
+    assert cli.score_saved_model(tiny_model_path, x, y) is None
+    assert "takes inputs of shape (16, 1), not (20, 1): skipping" in capsys.readouterr().err
+
+
+def test_score_saved_model_skips_an_unreadable_file(tmp_path, capsys):
+    path = tmp_path / "broken.keras"
+    path.write_text("not a model")
+    x, y = _tiny_psmnist()[2]
+    assert cli.score_saved_model(path, x, y) is None
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: cannot load {path} (") and "skipping" in err
+
+
+def test_run_demo_stops_early_when_the_output_folder_cannot_be_made(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(datasets, "load_psmnist", lambda: _tiny_psmnist())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    args = cli.build_parser().parse_args(["demo", "--train-size", "16", "--out", str(blocker)])
+    assert cli.run_demo(args) == 1
+    captured = capsys.readouterr()
+    assert f"error: cannot create the output folder {blocker}" in captured.err
+    assert "Epoch" not in captured.out
 
 
 def test_run_demo_rejects_too_large_train_size(monkeypatch, capsys):
@@ -272,6 +370,61 @@ def test_demo_model_shapes():
     assert lmu.uses_parallel_form()
 
 
+def test_plot_basis_needs_no_backend(monkeypatch, tmp_path, capsys):
+    def no_backend(*args):
+        raise AssertionError("plot-basis must not pick a Keras backend")
+
+    monkeypatch.setattr(cli, "_ensure_backend", no_backend)
+    path = tmp_path / "new" / "folder" / "basis"  # no extension: PNG, at exactly this path
+    assert cli.main(["plot-basis", "--order", "12", "--theta", "7.5", "--out", str(path)]) == 0
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert f"Wrote {path}: Legendre basis and impulse response, order 12, theta 7.5" in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("basis.xyz", "matplotlib writes no .xyz files; give FILE one of the extensions"),
+        ("a_file/basis.png", "cannot create the folder"),
+        ("a_folder", "cannot write"),
+    ],
+)
+def test_plot_basis_unwritable_path_exits_1(name, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    path = tmp_path / name
+    assert cli.main(["plot-basis", "--order", "2", "--theta", "4", "--out", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {path}: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_plot_basis_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "_is_installed", lambda name: name != "matplotlib")
+    path = tmp_path / "basis.png"
+    assert cli.main(["plot-basis", "--order", "2", "--theta", "4", "--out", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: matplotlib is not installed")
+    assert "pip install 'keras-lmu3[plots]'" in err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("theta", [0.5, 30.0, 1332.7, 1e7])
+def test_sampled_impulse_response_spans_one_and_a_half_windows(theta):
+    from keras_lmu import plots
+
+    steps, response = plots.sampled_impulse_response(3, theta)
+    stride = steps[1] - steps[0]
+    assert 2 <= len(steps) <= plots.MAX_RESPONSE_POINTS
+    assert steps[-1] <= max(1.0, 1.5 * theta) < steps[-1] + stride
+    A_bar, B_bar = legendre.discrete_system(3, theta)
+    reference = legendre.impulse_response(A_bar, B_bar, min(int(steps[-1]) + 1, 3000))
+    shared = steps[steps < len(reference)].astype(int)
+    np.testing.assert_allclose(response[: len(shared)], reference[shared], rtol=1e-9, atol=1e-15)
+
+
 # Command-line runs, waited for last ------------------------------------------------
 
 
@@ -279,17 +432,19 @@ def test_help_lists_the_subcommands(runs):
     returncode, stdout, stderr = runs["help"].result()
     assert returncode == 0, stderr
     assert "usage: keras-lmu" in stdout
-    assert re.search(r"^\s+demo\s+train an LMU on psMNIST", stdout, re.MULTILINE)
+    assert re.search(r"^\s+demo\s+score the shipped psMNIST model", stdout, re.MULTILINE)
+    assert re.search(r"^\s+plot-basis\s+draw the Legendre basis", stdout, re.MULTILINE)
 
 
 def test_demo_help_lists_the_options(runs):
     returncode, stdout, stderr = runs["demo_help"].result()
     assert returncode == 0, stderr
     assert "usage: keras-lmu demo" in stdout
-    for option in ("--epochs", "--backend", "--batch-size", "--train-size"):
+    for option in ("--epochs", "--backend", "--batch-size", "--train-size", "--model", "--out"):
         assert option in stdout
     assert "{jax,tensorflow,torch}" in stdout
     assert f"(default: {cli.DEMO_EPOCHS})" in stdout
+    assert f"(default: {cli.DEMO_OUT})" in stdout
 
 
 def test_demo_without_data_explains_and_exits_1(runs):
@@ -299,6 +454,20 @@ def test_demo_without_data_explains_and_exits_1(runs):
     assert f"Using Keras backend: {BACKEND}" in stdout
     assert "error:" in stderr and "KERAS_LMU_DATA" in stderr and "mnist.npz" in stderr
     assert "Traceback" not in stderr
+    assert not (runs["no_data"].stdout_path.parent / "no_data_out").exists()
+
+
+def test_plot_basis_writes_a_png_without_picking_a_backend(runs):
+    """Started on another backend than the suite's, it must not re-execute itself."""
+    returncode, stdout, stderr = runs["plot_basis"].result()
+    assert returncode == 0, stderr[-3000:]
+    path = runs["plot_basis"].stdout_path.parent / "basis.png"
+    assert stdout.splitlines()[-1] == (
+        f"Wrote {path}: Legendre basis and impulse response, order 5, theta 40"
+    )
+    assert "Using Keras backend" not in stdout
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
 
 
 def test_tiny_demo_prints_test_accuracy(runs):
@@ -308,8 +477,21 @@ def test_tiny_demo_prints_test_accuracy(runs):
     assert returncode == 0, stderr[-3000:]
     assert f"Using Keras backend: {BACKEND}" in stdout
     assert "psMNIST: 500 training, 10000 validation and 10000 test sequences of 784 steps" in stdout
+    # The shipped model scores what its metrics file says.
+    saved = re.search(
+        r"^Saved model (\S+): test accuracy ([0-9.]+) \(10000 test sequences", stdout, re.MULTILINE
+    )
+    assert saved, stdout[-2000:]
+    assert saved.group(1).endswith("models/psmnist.keras")
+    shipped = json.loads((ROOT / "models" / "psmnist_metrics.json").read_text())
+    assert abs(float(saved.group(2)) - shipped["test_accuracy"]) <= 0.002
     assert "val_accuracy" in stdout
     match = re.search(r"^Test accuracy: ([0-9.]+)$", stdout, re.MULTILINE)
     assert match, stdout[-2000:]
     accuracy = float(match.group(1))
     assert 0.2 < accuracy <= 1.0  # 20 steps of training: well above chance (0.1)
+    out_dir = runs["tiny_demo"].stdout_path.parent / "tiny_demo_out"
+    curves, basis = out_dir / cli.DEMO_CURVES_FILE, out_dir / cli.BASIS_FILE
+    assert stdout.splitlines()[-1] == f"Wrote {curves} and {basis}"
+    for path in (curves, basis):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
