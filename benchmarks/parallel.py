@@ -6,13 +6,19 @@ Cases (``--cases``; all but ``m2m-size-theta`` by default):
 ``m2m-theta``
     trainable theta + memory_to_memory (memory_d 2, order 8, theta 64, Dense(16)
     hidden, every step returned, input (2048, 4), batch 16): ``LMUFeedforward``
-    (FFT) vs ``keras.layers.RNN(LMUCell)``.
+    (FFT and scan) vs ``keras.layers.RNN(LMUCell)`` and the step-by-step form that
+    ``LMU`` runs (``lmu-rnn``: the same loop, discretizing once per sequence).
 ``psmnist-theta``
     trainable theta, memory_d 1, order 256, theta 784, Dense(212) hidden, last step
     only, then Dense(10) and sparse cross-entropy; input (784, 1), batch 100:
-    ``LMUFeedforward`` (one contraction over time) vs ``RNN(LMUCell)``. The
-    recurrence takes seconds per step: 1 warm-up step and 2 timed steps (1 when
+    ``LMUFeedforward`` (one contraction over time) vs ``RNN(LMUCell)`` and
+    ``lmu-rnn``. The recurrence takes seconds per step: 1 warm-up step and 2 timed steps (1 when
     the first took longer than ``--slow-limit``).
+``scan``
+    fixed theta, every step returned, no hidden component, batch 16: the chunked
+    scan (``conv_mode="scan"``) vs the FFT for order {4, 8, 16, 64, 256} and
+    memory_d 4 x order 16, T {256, 1024, 4096}; with memory_to_memory (T 1024)
+    also vs ``lmu-rnn``.
 ``conv-mode``
     fixed theta, every step returned, no hidden component; memory_d {1, 16} x
     order {64, 256} x steps {64, 128, 256, 1024, 4096}, batch 16: ``conv_mode="fft"``
@@ -25,8 +31,8 @@ Cases (``--cases``; all but ``m2m-size-theta`` by default):
     ``m2m-size`` with a trainable theta, memory_d * order in {16, ..., 256}.
 ``long``
     memory_d 1, order 256, theta 4096, no hidden component, batch 1, steps
-    4096 / 16384 / 65536: one FFT training step each, in its own process, with
-    the process's peak resident set size.
+    4096 / 16384 / 65536: training steps of the FFT and of the scan form, each in
+    its own process, with the process's peak resident set size.
 ``psmnist-ff``
     fixed theta, the psMNIST model of ``psmnist-theta`` reading only the last
     step, batch 100 vs 400, each in its own process: peak resident set size.
@@ -474,8 +480,9 @@ def case_m2m_size_theta(args, report):
 def case_long(args, report):
     for steps in (1024, 4096) if args.quick else (4096, 16384, 65536):
         config = {"memory_d": 1, "order": 256, "theta": 4096, "steps": steps, "batch": 1}
-        spec = dict(config, features=1, head="pool", return_sequences=True, form="fft", timed=2)
-        report.add([run_in_subprocess("long", config, spec)])
+        for form in ("fft", "scan"):
+            spec = dict(config, features=1, head="pool", return_sequences=True, form=form, timed=2)
+            report.add([run_in_subprocess("long", config, spec)])
 
 
 def case_psmnist_ff(args, report):

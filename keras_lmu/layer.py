@@ -17,21 +17,25 @@ from keras_lmu.memory import LegendreMemory
 # The rules below come from training-step times measured on a 2-core CPU with
 # ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
 
-#: Largest ``memory_d * order`` for which a memory_to_memory LMU with a fixed memory runs
-#: in parallel, per backend (the parallel form needs powers of the (memory_d * order)^2
-#: state matrix). Measured at T = 1024: PyTorch's step-by-step loop is slow enough that the
-#: parallel form won at every size tried (52x at 16, 3.5x at 1024); TensorFlow's won at 16
-#: and 64 (4.9x, 1.3x) and lost from 128 on (0.33-0.77x); JAX's compiled loop won at every
-#: size (parallel 0.68x at 16, 0.09-0.59x beyond).
-PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 0}
-#: The same with a trainable theta, A or B, which the loop re-discretizes at every step:
-#: the parallel form won at every size tried (up to 256) on every backend (JAX 3.2-28x,
-#: TensorFlow 13-54x, PyTorch 70-102x).
-PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE = 256
+#: Largest memory state (``order``; ``memory_d * order`` with memory_to_memory) for which
+#: ``conv_mode="auto"`` computes a full memory sequence with the chunked scan. It beat
+#: the FFT at every size measured (4 to 256, memory_d 1 and 4, T = 256 to 4096): by
+#: 2.0-10.6x on JAX, 1.3-3.9x on TensorFlow and 0.97-4.7x on PyTorch (1.45-4.3x with
+#: memory_to_memory), except with memory_to_memory at size 256 on TensorFlow, which
+#: runs step by step anyway (below). Larger states were not measured: FFT there.
+SCAN_MAX_SIZE = 256
+#: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel (the
+#: chunked scan; powers of the (memory_d * order)^2 state matrix), per backend, against
+#: the step-by-step loop that discretizes a trainable memory once per sequence
+#: (measured at T = 1024): JAX's compiled loop is fast, and the scan wins only up to 16
+#: (1.5-2.9x; 0.81x at 64, 0.32x at 256); TensorFlow's scan wins up to 64 (2.5-22x),
+#: loses at 256 (0.28x); PyTorch's Python loop loses at every size tried (29-113x
+#: slower up to 256; the FFT form was 3.5x faster at 1024 in an earlier run).
+PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 16}
 #: Longest sequence for which ``conv_mode="auto"`` picks the direct convolution over the
-#: FFT: raw/fft time ratios at 64 steps were 0.44-0.82 on TensorFlow (0.73-0.88 at 128,
-#: 1.4-2.2 at 256), 0.64-0.90 on JAX with memory_d=1 (1.1-1.2 with memory_d=16) and
-#: 0.86-1.1 on PyTorch.
+#: FFT, for states larger than ``SCAN_MAX_SIZE``: raw/fft time ratios at 64 steps were
+#: 0.44-0.82 on TensorFlow (0.73-0.88 at 128, 1.4-2.2 at 256), 0.64-0.90 on JAX with
+#: memory_d=1 (1.1-1.2 with memory_d=16) and 0.86-1.1 on PyTorch.
 DIRECT_CONVOLUTION_MAX_STEPS = {"tensorflow": 128, "jax": 64, "torch": 0}
 
 
@@ -57,10 +61,12 @@ class LMU(keras.layers.Layer):
         As in :class:`LMUCell`.
     return_sequences : bool
         Return the output of every step, or only of the last one.
-    conv_mode : {"auto", "fft", "raw"}
-        How a parallel memory sequence is computed; ``"auto"`` picks FFT.
-        Whenever only the last step is read, a single contraction over time is
-        used instead, in every mode.
+    conv_mode : {"auto", "fft", "raw", "scan"}
+        How a parallel memory sequence is computed (see :class:`LMUFeedforward`);
+        ``"auto"`` picks by state size, sequence length and backend from measured
+        rules (``SCAN_MAX_SIZE``, ``DIRECT_CONVOLUTION_MAX_STEPS``). Whenever only
+        the last step is read, a single contraction over time is used instead, in
+        every mode.
     truncate_ir : float or None
         Share of the impulse response's magnitude that ``conv_mode="raw"`` may drop
         from its tail; None (the default) never truncates.
@@ -172,14 +178,17 @@ class LMU(keras.layers.Layer):
         if template.recurrent_dropout > 0:
             return False
         limit = PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE.get(keras.backend.backend(), 64)
-        if template.has_trainable_system:
-            limit = max(limit, PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE)
         return template.memory_d * template.order <= limit
 
     def _resolved_conv_mode(self, steps: int | None) -> str:
-        """``conv_mode``, with ``"auto"`` resolved by sequence length and backend."""
+        """``conv_mode``, with ``"auto"`` resolved by state size, sequence length and
+        backend."""
         if self.conv_mode != "auto":
             return self.conv_mode
+        template = self._template
+        size = template.order * (template.memory_d if template.memory_to_memory else 1)
+        if size <= SCAN_MAX_SIZE:
+            return "scan"
         limit = DIRECT_CONVOLUTION_MAX_STEPS.get(keras.backend.backend(), 0)
         if keras.backend.backend() == "jax" and self._template.memory_d > 1:
             limit = 0

@@ -329,31 +329,48 @@ def test_theta_property():
 
 
 def test_measured_rule_for_memory_to_memory():
-    """The parallel/recurrent choice follows the per-backend table in keras_lmu.layer."""
+    """The parallel/recurrent choice follows the per-backend table in keras_lmu.layer,
+    trainable memory or not (the recurrence discretizes once per sequence)."""
     from keras_lmu import layer as layer_module
 
-    fixed_limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[keras.backend.backend()]
-    trainable_limit = max(fixed_limit, layer_module.PARALLEL_TRAINABLE_MEMORY_TO_MEMORY_MAX_SIZE)
+    limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[keras.backend.backend()]
     x = np.zeros((1, 6, 2), "float32")
-    for order, trainable, limit in [
-        (8, False, fixed_limit),
-        (fixed_limit + 1, False, fixed_limit),
-        (8, True, trainable_limit),
-        (trainable_limit + 1, True, trainable_limit),
-    ]:
-        lmu = keras_lmu.LMU(1, order, 5.0, None, memory_to_memory=True, trainable_theta=trainable)
-        lmu(x)
-        parallel = isinstance(lmu.layer, keras_lmu.LMUFeedforward)
-        assert parallel == (order <= limit), (order, trainable)
-        assert parallel == lmu.uses_parallel_form()
+    for order in (limit, limit + 1):
+        for trainable in (False, True):
+            lmu = keras_lmu.LMU(
+                1, order, 5.0, None, memory_to_memory=True, trainable_theta=trainable
+            )
+            lmu(x)
+            parallel = isinstance(lmu.layer, keras_lmu.LMUFeedforward)
+            assert parallel == (order <= limit), (order, trainable)
+            assert parallel == lmu.uses_parallel_form()
 
 
-@pytest.mark.parametrize("steps", [32, 1024])
-def test_auto_conv_mode_follows_sequence_length(steps):
+@pytest.mark.parametrize(
+    "order, memory_d, memory_to_memory, steps",
+    [
+        (4, 1, False, 32),
+        (4, 3, False, 1024),
+        (300, 1, False, 32),
+        (300, 1, False, 1024),
+        (8, 2, True, 1024),
+    ],
+)
+def test_auto_conv_mode_follows_measured_rule(order, memory_d, memory_to_memory, steps):
+    """Scan for states up to SCAN_MAX_SIZE; beyond, raw for short sequences, else FFT."""
     from keras_lmu import layer as layer_module
 
-    lmu = keras_lmu.LMU(1, 4, 5.0, None, return_sequences=True)
+    lmu = keras_lmu.LMU(
+        memory_d, order, 5.0, None, memory_to_memory=memory_to_memory, return_sequences=True
+    )
     lmu(np.zeros((1, steps, 1), "float32"))
+    size = order * (memory_d if memory_to_memory else 1)
     limit = layer_module.DIRECT_CONVOLUTION_MAX_STEPS[keras.backend.backend()]
-    assert lmu.layer.conv_mode == ("raw" if steps <= limit else "fft")
+    if keras.backend.backend() == "jax" and memory_d > 1:
+        limit = 0
+    if size <= layer_module.SCAN_MAX_SIZE:
+        expected = "scan"
+    else:
+        expected = "raw" if steps <= limit else "fft"
+    assert lmu.layer.conv_mode == expected
     assert lmu.get_config()["conv_mode"] == "auto"
