@@ -24,6 +24,10 @@ from keras_lmu.memory import LegendreMemory
 #: memory_to_memory), except with memory_to_memory at size 256 on TensorFlow, which
 #: runs step by step anyway (below). Larger states were not measured: FFT there.
 SCAN_MAX_SIZE = 256
+#: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
+#: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
+#: sizes (fft/scan 0.44-1.12) and tied or slower from T = 1024 on (1.0-5.1).
+SCAN_MIN_STEPS = {"torch": 257}
 #: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel (the
 #: chunked scan; powers of the (memory_d * order)^2 state matrix), per backend, against
 #: the step-by-step loop that discretizes a trainable memory once per sequence
@@ -187,7 +191,8 @@ class LMU(keras.layers.Layer):
             return self.conv_mode
         template = self._template
         size = template.order * (template.memory_d if template.memory_to_memory else 1)
-        if size <= SCAN_MAX_SIZE:
+        shortest = SCAN_MIN_STEPS.get(keras.backend.backend(), 0)
+        if size <= SCAN_MAX_SIZE and steps is not None and steps >= shortest:
             return "scan"
         limit = DIRECT_CONVOLUTION_MAX_STEPS.get(keras.backend.backend(), 0)
         if keras.backend.backend() == "jax" and self._template.memory_d > 1:

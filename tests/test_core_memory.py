@@ -368,7 +368,8 @@ def test_auto_conv_mode_follows_measured_rule(order, memory_d, memory_to_memory,
     limit = layer_module.DIRECT_CONVOLUTION_MAX_STEPS[keras.backend.backend()]
     if keras.backend.backend() == "jax" and memory_d > 1:
         limit = 0
-    if size <= layer_module.SCAN_MAX_SIZE:
+    shortest = layer_module.SCAN_MIN_STEPS.get(keras.backend.backend(), 0)
+    if size <= layer_module.SCAN_MAX_SIZE and steps >= shortest:
         expected = "scan"
     else:
         expected = "raw" if steps <= limit else "fft"
