@@ -194,19 +194,35 @@ def _add_psmnist_commands(subcommands) -> None:
     train.add_argument(
         "--units",
         type=_positive_int,
-        default=psmnist.PARALLEL_UNITS,
-        help="parallel model: size of the Dense hidden layer (default: %(default)s)",
+        nargs="+",
+        default=list(psmnist.PARALLEL_UNITS),
+        help="parallel model: sizes of the Dense hidden layers (default: %(default)s)",
     )
     train.add_argument(
         "--activation",
         default=psmnist.PARALLEL_ACTIVATION,
-        help="parallel model: activation of the hidden layer (default: %(default)s)",
+        help="parallel model: activation of the hidden layers (default: %(default)s)",
     )
     train.add_argument(
         "--dropout",
         type=_rate,
-        default=psmnist.PARALLEL_DROPOUT,
-        help="parallel model: dropout rate on the hidden features (default: %(default)s)",
+        nargs="+",
+        default=list(psmnist.PARALLEL_DROPOUT),
+        help="parallel model: dropout rate after each hidden layer, one for all or one per "
+        "layer (default: %(default)s)",
+    )
+    train.add_argument(
+        "--memory-dropout",
+        type=_rate,
+        default=psmnist.PARALLEL_MEMORY_DROPOUT,
+        help="parallel model: dropout rate on the LMU memory (default: %(default)s)",
+    )
+    train.add_argument(
+        "--ema",
+        type=_rate,
+        default=psmnist.PARALLEL_EMA_MOMENTUM,
+        help="parallel model: momentum of the moving average of the weights that is "
+        "validated and kept; 0 for none (default: %(default)s)",
     )
     train.add_argument(
         "--weight-decay",

@@ -78,10 +78,39 @@ def test_train_defaults():
     assert (args.train_size, args.seed, args.eval_size) == (50000, 0, None)
     assert (args.order, args.units, args.dropout, args.weight_decay) == (
         psmnist.PARALLEL_ORDER,
-        psmnist.PARALLEL_UNITS,
-        psmnist.PARALLEL_DROPOUT,
+        list(psmnist.PARALLEL_UNITS),
+        list(psmnist.PARALLEL_DROPOUT),
         psmnist.PARALLEL_WEIGHT_DECAY,
     )
+    assert (args.memory_dropout, args.ema) == (
+        psmnist.PARALLEL_MEMORY_DROPOUT,
+        psmnist.PARALLEL_EMA_MOMENTUM,
+    )
+
+
+def test_default_parallel_model_is_within_the_parameter_budget():
+    model = psmnist.build_parallel_model()
+    assert model.count_params() == 165_515 <= psmnist.PARAMETER_BUDGET
+    assert model.optimizer.use_ema
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "pixels",
+        "lmu",
+        "memory_dropout",
+        "hidden_0",
+        "dropout_0",
+        "hidden_1",
+        "dropout_1",
+        "logits",
+    ]
+
+
+def test_one_dropout_rate_per_hidden_layer():
+    with pytest.raises(ValueError, match="one per hidden layer"):
+        psmnist.build_parallel_model(units=(8, 4), dropout=(0.1, 0.2, 0.3))
+    model = psmnist.build_parallel_model(order=8, units=(8, 4), dropout=0.2, ema_momentum=0)
+    assert [layer.rate for layer in model.layers if "dropout" in layer.name] == [0.1, 0.2, 0.2]
+    assert not model.optimizer.use_ema
 
 
 def test_missing_model_file_fails(tmp_path, capsys):
