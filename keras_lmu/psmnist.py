@@ -116,7 +116,7 @@ def build_parallel_model(
         Optimizer steps of the whole training: the learning rate then decays to 0
         along a cosine over them. None keeps it constant.
     seed : int, optional
-        Seed of the dropout layers.
+        Seed of the dropout layers (each derives its own from it).
     steps : int
         Sequence length; also the memory's window ``theta``.
     weight_decay : float
@@ -142,12 +142,21 @@ def build_parallel_model(
     features = keras_lmu.LMU(
         memory_d=1, order=order, theta=steps, hidden_cell=None, return_sequences=False, name="lmu"
     )(inputs)
+
+    def dropout_seed(layer: int) -> int | None:
+        # One seed per dropout layer: layers given the same seed draw the same masks.
+        return None if seed is None else seed * 1000 + layer
+
     if memory_dropout > 0:
-        features = keras.layers.Dropout(memory_dropout, seed=seed, name="memory_dropout")(features)
+        features = keras.layers.Dropout(
+            memory_dropout, seed=dropout_seed(0), name="memory_dropout"
+        )(features)
     for index, (size, rate) in enumerate(zip(units, rates, strict=True)):
         features = keras.layers.Dense(size, activation=activation, name=f"hidden_{index}")(features)
         if rate > 0:
-            features = keras.layers.Dropout(rate, seed=seed, name=f"dropout_{index}")(features)
+            features = keras.layers.Dropout(
+                rate, seed=dropout_seed(index + 1), name=f"dropout_{index}"
+            )(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_parallel")
     _compile(model, learning_rate, training_steps, weight_decay, ema_momentum)
