@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import keras
@@ -206,6 +207,12 @@ class LMU(keras.layers.Layer):
         return [template.memory_d * template.order] + template._hidden_state_sizes()
 
     def build(self, input_shape):
+        # The arguments were checked, and any warning given, when the LMU was made.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", validation.UnstableDiscretizationWarning)
+            self._build_inner_layer(input_shape)
+
+    def _build_inner_layer(self, input_shape):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
         config = dict(self.cell_config)

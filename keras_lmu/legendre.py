@@ -16,6 +16,8 @@ to build exact constants, and the tests use them as a reference.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.linalg
 from numpy.polynomial import legendre as numpy_legendre
@@ -219,3 +221,20 @@ def euler_is_stable(order: int, theta: float) -> bool:
     A, _ = continuous_system(order)
     radius = np.max(np.abs(np.linalg.eigvals(np.eye(order) + A / theta)))
     return bool(radius <= 1.0 + 1e-12)
+
+
+@functools.lru_cache(maxsize=64)
+def euler_stability_bound(order: int) -> float:
+    """Smallest ``theta`` for which the euler discretization of an order-``order``
+    memory is stable.
+
+    ``A_bar = I + A / theta`` has the eigenvalues ``1 + lambda / theta`` for the
+    eigenvalues ``lambda`` of ``A`` (all with negative real part), and
+    ``|1 + lambda / theta| <= 1`` exactly when
+    ``theta >= |lambda|^2 / (-2 Re lambda)``; the bound is the largest of these
+    (about 5.2 at order 4, 640 at order 64, 6,500 at order 256). zoh is stable for
+    every ``theta``.
+    """
+    A, _ = continuous_system(order)
+    eigenvalues = np.linalg.eigvals(A)
+    return float(np.max(np.abs(eigenvalues) ** 2 / (-2.0 * eigenvalues.real)))

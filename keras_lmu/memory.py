@@ -58,6 +58,8 @@ class LegendreMemory(keras.layers.Layer):
         self.memory_to_memory = bool(memory_to_memory)
         self.input_to_hidden = bool(input_to_hidden)
         self.discretizer = validation.discretizer(discretizer)
+        if self.discretizer == "euler":
+            validation.warn_if_euler_unstable(self.name, self.order, self._init_theta)
         self.kernel_initializer = _optional(keras.initializers.get, kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)

@@ -8,7 +8,7 @@ import warnings
 
 import keras
 
-from keras_lmu.legendre import DISCRETIZERS
+from keras_lmu.legendre import DISCRETIZERS, euler_stability_bound
 
 
 def positive_int(name: str, value) -> int:
@@ -107,4 +107,27 @@ def warn_if_float64_unavailable(layer: keras.layers.Layer) -> None:
             "mode is on: set the environment variable JAX_ENABLE_X64=1 before importing "
             "JAX (or call jax.config.update('jax_enable_x64', True) at start-up).",
             stacklevel=3,
+        )
+
+
+class UnstableDiscretizationWarning(UserWarning):
+    """The chosen discretization of the memory is unstable for its ``theta``."""
+
+
+def warn_if_euler_unstable(layer_name: str, order: int, theta: float) -> None:
+    """Warn when ``discretizer="euler"`` is unstable for ``order`` at this ``theta``.
+
+    A warning, not an error: such settings appear in existing code (the memory only
+    blows up over sequences long enough), and a trainable theta may cross the bound
+    during training (which is not checked).
+    """
+    bound = euler_stability_bound(order)
+    if theta < bound:
+        warnings.warn(
+            f"{layer_name}: discretizer='euler' is unstable for an order-{order} memory "
+            f"with theta < {bound:.6g} steps (got theta={theta:g}): the memory grows "
+            "without bound over long sequences. Use discretizer='zoh' (stable for every "
+            f"theta) or theta >= {bound:.6g}.",
+            UnstableDiscretizationWarning,
+            stacklevel=4,
         )

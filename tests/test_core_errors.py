@@ -116,3 +116,36 @@ def test_float64_on_jax_without_x64_warns():
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert "JAX_ENABLE_X64=1" in result.stderr
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_unstable_euler_warns_once_naming_the_bound(cls):
+    """euler below its stability bound warns (a warning: old code uses such settings)."""
+    from keras_lmu.validation import UnstableDiscretizationWarning
+
+    with pytest.warns(UnstableDiscretizationWarning) as record:
+        layer = construct(cls, order=256, theta=784.0, discretizer="euler")
+        if cls != "LMUCell":
+            layer(np.zeros((1, 3, 1), "float32"))  # building the inner layer adds none
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "theta < 6541.5" in message and "theta=784" in message and "zoh" in message
+
+
+@pytest.mark.parametrize("overrides", [dict(discretizer="zoh"), dict(theta=6600.0)])
+def test_stable_discretization_does_not_warn(overrides):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        construct("LMU", **{"order": 256, "theta": 784.0, "discretizer": "euler", **overrides})
+
+
+def test_euler_stability_bound_is_where_euler_becomes_stable():
+    from keras_lmu import legendre
+
+    for order in (4, 16, 64, 256):
+        bound = legendre.euler_stability_bound(order)
+        assert legendre.euler_is_stable(order, bound * 1.001)
+        assert not legendre.euler_is_stable(order, bound * 0.999)
+    assert legendre.euler_stability_bound(256) == pytest.approx(6541.5, abs=0.1)
