@@ -197,6 +197,7 @@ class LMUFeedforward(LegendreMemory):
             Optional ``[memory, *hidden_states]`` to continue from; the memory's
             free response ``A_bar^(t+1) m_0`` is added to the parallel result.
         """
+        validation.sequence_and_mask(self.name, inputs, mask)
         if training and self.dropout > 0:
             batch, _, features = ops.shape(inputs)
             inputs = keras.random.dropout(

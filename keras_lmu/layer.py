@@ -272,6 +272,7 @@ class LMU(keras.layers.Layer):
         self.reset_state()
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
+        validation.sequence_and_mask(self.name, inputs, mask)
         if self.go_backwards:
             inputs = ops.flip(inputs, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)

@@ -92,7 +92,29 @@ def sequence_shape(layer_name: str, input_shape) -> tuple:
         raise ValueError(
             f"{layer_name} needs a known number of input features, got shape {input_shape}"
         )
+    if input_shape[1] == 0:
+        raise ValueError(
+            f"{layer_name} needs sequences of at least one step, got shape {input_shape}"
+        )
     return input_shape
+
+
+def sequence_and_mask(layer_name: str, inputs, mask) -> None:
+    """Check, at call time, that ``inputs`` has steps and ``mask`` is (batch, steps)."""
+    shape = tuple(inputs.shape)
+    if len(shape) == 3 and shape[1] == 0:
+        raise ValueError(f"{layer_name} needs sequences of at least one step, got shape {shape}")
+    if mask is None:
+        return
+    mask_shape = tuple(mask.shape)
+    if len(mask_shape) != 2 or any(
+        m is not None and s is not None and m != s
+        for m, s in zip(mask_shape, shape[:2], strict=False)
+    ):
+        raise ValueError(
+            f"{layer_name} expects a mask of shape (batch, steps) = {shape[:2]}, got shape "
+            f"{mask_shape}"
+        )
 
 
 def warn_if_float64_unavailable(layer: keras.layers.Layer) -> None:

@@ -149,3 +149,31 @@ def test_euler_stability_bound_is_where_euler_becomes_stable():
         assert legendre.euler_is_stable(order, bound * 1.001)
         assert not legendre.euler_is_stable(order, bound * 0.999)
     assert legendre.euler_stability_bound(256) == pytest.approx(6541.5, abs=0.1)
+
+
+@pytest.mark.parametrize("cls", ["LMU", "LMUFeedforward"])
+def test_zero_length_sequences_are_refused_clearly(cls):
+    with pytest.raises(ValueError, match="at least one step"):
+        construct(cls)(np.zeros((2, 0, 1), "float32"))
+    built = construct(cls)
+    built(np.zeros((2, 5, 1), "float32"))
+    with pytest.raises(ValueError, match="at least one step"):
+        built(np.zeros((2, 0, 1), "float32"))
+
+
+@pytest.mark.parametrize("hidden_to_memory", [False, True])
+@pytest.mark.parametrize("mask_shape", [(2, 4), (2, 5, 1), (3, 5)])
+def test_mask_of_the_wrong_shape_is_refused_clearly(hidden_to_memory, mask_shape):
+    layer = keras_lmu.LMU(
+        1, 4, 5.0, keras.layers.SimpleRNNCell(3), hidden_to_memory=hidden_to_memory
+    )
+    with pytest.raises(ValueError, match=r"mask of shape \(batch, steps\) = \(2, 5\)"):
+        layer(np.ones((2, 5, 1), "float32"), mask=np.ones(mask_shape, bool))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool"])
+def test_integer_and_boolean_inputs_compute_as_floats(dtype):
+    x = np.random.default_rng(0).integers(0, 2, (1, 6, 1))  # batch size 1 too
+    layer = construct("LMU", return_sequences=True)
+    expected = keras.ops.convert_to_numpy(layer(x.astype("float32")))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x.astype(dtype))), expected)
