@@ -177,3 +177,42 @@ def test_integer_and_boolean_inputs_compute_as_floats(dtype):
     layer = construct("LMU", return_sequences=True)
     expected = keras.ops.convert_to_numpy(layer(x.astype("float32")))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x.astype(dtype))), expected)
+
+
+@pytest.mark.parametrize("hidden_to_memory", [False, True])
+@pytest.mark.parametrize(
+    "shapes", [[(2, 5), (2, 3)], [(2, 4)], [(2, 4), (2, 3), (2, 3)], [(4,), (2, 3)]]
+)
+def test_initial_state_of_the_wrong_shape_is_refused_clearly(hidden_to_memory, shapes):
+    layer = keras_lmu.LMU(
+        1, 4, 5.0, keras.layers.SimpleRNNCell(3), hidden_to_memory=hidden_to_memory
+    )
+    states = [np.zeros(shape, "float32") for shape in shapes]
+    with pytest.raises(
+        ValueError, match=r"initial_state as 2 tensors of shapes \[\('batch', 4\), \('batch', 3\)\]"
+    ):
+        layer(np.ones((2, 5, 1), "float32"), initial_state=states)
+
+
+def test_nan_in_the_initial_state_propagates_and_nothing_else_turns_nan():
+    layer = construct("LMU", return_sequences=True, memory_d=1)
+    x = np.ones((2, 5, 1), "float32")
+    state = np.zeros((2, 4), "float32")
+    state[0, 0] = np.nan
+    out = keras.ops.convert_to_numpy(layer(x, initial_state=[state]))
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+
+
+def test_a_hidden_cell_given_to_two_lmus_shares_its_weights():
+    cell = keras.layers.Dense(3)
+    first, second = (keras_lmu.LMU(1, 4, 5.0, cell) for _ in range(2))
+    x = np.ones((2, 5, 1), "float32")
+    inputs = keras.Input((5, 1))
+    model = keras.Model(inputs, [first(inputs), second(inputs)])
+    assert first.hidden_cell is second.hidden_cell is cell
+    assert sum(w is cell.kernel for w in model.weights) == 1
+    before = [keras.ops.convert_to_numpy(y) for y in model(x)]
+    cell.kernel.assign(cell.kernel * 2.0)
+    after = [keras.ops.convert_to_numpy(y) for y in model(x)]
+    for old, new in zip(before, after, strict=True):
+        assert not np.allclose(old, new)
