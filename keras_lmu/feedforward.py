@@ -46,9 +46,10 @@ class LMUFeedforward(LegendreMemory):
         Return every step's output, or only the last one.
     conv_mode : {"fft", "raw", "scan"}
         How the full memory sequence is computed: FFT convolution, direct
-        convolution, or a parallel prefix scan of the recurrence
-        (``log2(steps)`` products with powers of ``A_bar``, or of ``M``; fast for
-        a small memory, see :func:`keras_lmu.ops.linear_recurrence`).
+        convolution, or a chunked scan of the recurrence (chunks of
+        ``SCAN_CHUNK`` steps by one matrix product, then a parallel scan across
+        chunks; fast for a small memory, see
+        :func:`keras_lmu.ops.chunked_linear_recurrence`).
     truncate_ir : float or None
         With ``conv_mode="raw"``, drop the tail of the impulse response holding
         less than this share of its total magnitude (None keeps it all).
