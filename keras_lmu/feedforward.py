@@ -121,6 +121,7 @@ class LMUFeedforward(LegendreMemory):
         self.truncate_ir = validation.truncation(truncate_ir)
         self.impulse_response = None
         self._responses = {}
+        self._scan_constants = {}
         self._warned_unknown_length = False
         self._awaiting_variables = False
         if self._hidden_is_rnn_cell:
@@ -301,15 +302,42 @@ class LMUFeedforward(LegendreMemory):
             initial = None
             if initial_memory is not None:
                 initial = ops.reshape(initial_memory, (-1, self.order))
-        transition = lmu_ops.impulse_response(matrix, matrix, chunk)  # M^(n+1)
-        response = ops.concatenate(  # H[n] = M^n G
-            [ops.expand_dims(G, 0), ops.einsum("nij,jc->nic", transition[:-1], G)], axis=0
+        carry_powers = None
+        if self._fixed_system is not None and not self.memory_to_memory:
+            # A fixed memory: the powers of A_bar in float64 (as the FFT's response).
+            dtype = self.memory_dtype
+            transition, response, carry_powers = (
+                ops.convert_to_tensor(np.stack(value), dtype)
+                for value in self._fixed_scan_constants(chunk, -(-steps // chunk))
+            )
+        else:
+            transition = lmu_ops.impulse_response(matrix, matrix, chunk)  # M^(n+1)
+            response = ops.concatenate(  # H[n] = M^n G
+                [ops.expand_dims(G, 0), ops.einsum("nij,jc->nic", transition[:-1], G)], axis=0
+            )
+        memory = lmu_ops.chunked_linear_recurrence(
+            signal, response, transition, initial, carry_powers
         )
-        memory = lmu_ops.chunked_linear_recurrence(signal, response, transition, initial)
         if not self.memory_to_memory:  # (batch * D, steps, N) -> (batch, steps, D * N)
             memory = ops.reshape(memory, (batch, self.memory_d, steps, self.order))
             memory = ops.transpose(memory, (0, 2, 1, 3))
         return ops.reshape(memory, (batch, steps, self.memory_d * self.order))
+
+    def _fixed_scan_constants(self, chunk: int, chunks: int):
+        """float64 ``A_bar^(n+1)`` and ``A_bar^n B_bar`` for ``n < chunk``, and
+        ``A_bar^(chunk * 2^k)`` for the scan over ``chunks`` chunks."""
+        if (chunk, chunks) in self._scan_constants:
+            return self._scan_constants[chunk, chunks]
+        A_bar, B_bar = self._fixed_system
+        transition = [A_bar]
+        while len(transition) < chunk:
+            transition.append(A_bar @ transition[-1])
+        response = [B_bar[:, None]] + [power @ B_bar[:, None] for power in transition[:-1]]
+        carry_powers = [transition[-1]]
+        while len(carry_powers) < max(chunks - 1, 1).bit_length():
+            carry_powers.append(carry_powers[-1] @ carry_powers[-1])
+        self._scan_constants[chunk, chunks] = transition, response, carry_powers
+        return transition, response, carry_powers
 
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
         """Exact step-by-step memory: for masks, and lengths unknown while tracing."""

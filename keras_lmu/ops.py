@@ -99,7 +99,7 @@ def impulse_response(A_bar, B_bar, steps: int):
     return response[:steps]
 
 
-def chunked_linear_recurrence(signal, response, transition, initial_state=None):
+def chunked_linear_recurrence(signal, response, transition, initial_state=None, carry_powers=None):
     """Every state of ``s_t = M s_{t-1} + G v_t``, chunk by chunk: one matrix product
     for all chunks, and a parallel scan over the states that end the chunks.
 
@@ -125,6 +125,9 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None):
         ``M^(n+1)`` for ``n < C``, shape (C, size, size).
     initial_state
         Optional ``s_{-1}``, shape (batch, size); zeros when None.
+    carry_powers
+        Optional ``[M^C, M^(2C), M^(4C), ...]`` for the scan across chunks (see
+        :func:`linear_recurrence`).
 
     Returns
     -------
@@ -143,7 +146,7 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None):
         initial_state = ops.cast(initial_state, ends.dtype)
         pushed = ops.einsum("ij,bj->bi", carry_matrix, initial_state)
         ends = ops.concatenate([ends[:, :1] + ops.expand_dims(pushed, 1), ends[:, 1:]], axis=1)
-    carries = linear_recurrence(ends, carry_matrix)  # the state that ends each chunk
+    carries = linear_recurrence(ends, carry_matrix, carry_powers)  # states ending chunks
     if initial_state is None:
         previous = ops.pad(carries[:, :-1], [[0, 0], [1, 0], [0, 0]])
     else:
@@ -177,7 +180,7 @@ def matrix_power(matrix, exponent: int):
     return result
 
 
-def linear_recurrence(inputs, matrix):
+def linear_recurrence(inputs, matrix, powers=None):
     """Every state of ``s_t = M s_{t-1} + x_t`` (with ``s_{-1} = 0``), by a parallel scan.
 
     A prefix scan over time for a time-invariant ``M`` (Hillis-Steele doubling):
@@ -193,6 +196,9 @@ def linear_recurrence(inputs, matrix):
         ``x``, shape (batch, steps, ..., size); ``M`` acts on the last axis.
     matrix
         ``M``, shape (size, size).
+    powers
+        Optional ``[M, M^2, M^4, ...]`` computed beforehand (e.g. in float64 for a
+        fixed ``M``); by default they are squared here.
 
     Returns
     -------
@@ -202,12 +208,14 @@ def linear_recurrence(inputs, matrix):
     steps = inputs.shape[1]
     states = inputs
     power = matrix
-    shift = 1
+    shift, level = 1, 0
     while shift < steps:
+        if powers is not None:
+            power = powers[level]
         later = states[:, shift:] + ops.einsum("bt...j,ij->bt...i", states[:, :-shift], power)
         states = ops.concatenate([states[:, :shift], later], axis=1)
-        shift *= 2
-        if shift < steps:
+        shift, level = 2 * shift, level + 1
+        if shift < steps and powers is None:
             power = ops.einsum("ij,jk->ik", power, power)
     return states
 
