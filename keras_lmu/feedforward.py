@@ -332,7 +332,7 @@ class LMUFeedforward(LegendreMemory):
         transition = [A_bar]
         while len(transition) < chunk:
             transition.append(A_bar @ transition[-1])
-        response = [B_bar[:, None]] + [power @ B_bar[:, None] for power in transition[:-1]]
+        response = legendre.impulse_response(A_bar, B_bar, chunk)[:, :, None]
         carry_powers = [transition[-1]]
         while len(carry_powers) < max(chunks - 1, 1).bit_length():
             carry_powers.append(carry_powers[-1] @ carry_powers[-1])
