@@ -13,7 +13,7 @@ Subcommands:
     of a given order and window (needs matplotlib; no Keras backend).
 
 ``psmnist train`` / ``psmnist evaluate``
-    Train the parallel or the 2019 paper's LMU on psMNIST, choosing the best
+    Train the parallel or the 2019 paper's LMU (or an LSTM) on psMNIST, choosing the best
     epoch on the validation split, and save the model, its training curves and
     its metrics; print the test accuracy of a saved model (see
     :mod:`keras_lmu.psmnist`).
@@ -155,21 +155,23 @@ def _add_psmnist_commands(subcommands) -> None:
         default="parallel",
         help="'parallel': LMU memory computed in parallel, Dense hidden layer (fast); "
         "'paper': the recurrent model of the 2019 LMU paper, SimpleRNNCell(212) "
-        "hidden layer, run step by step (slow) (default: %(default)s)",
+        "hidden layer, run step by step (slow); 'lstm': the baseline, "
+        f"LSTM({psmnist.LSTM_UNITS}), as many parameters as 'paper' (slow) "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--epochs",
         type=_positive_int,
         default=None,
         help=f"passes over the training images (default: {psmnist.PARALLEL_EPOCHS} "
-        f"for parallel, {psmnist.PAPER_EPOCHS} for paper)",
+        f"for parallel, {psmnist.PAPER_EPOCHS} for paper and lstm)",
     )
     train.add_argument(
         "--batch-size",
         type=_positive_int,
         default=None,
         help=f"sequences per batch (default: {psmnist.PARALLEL_BATCH_SIZE} for parallel, "
-        f"{psmnist.PAPER_BATCH_SIZE} for paper)",
+        f"{psmnist.PAPER_BATCH_SIZE} for paper and lstm)",
     )
     _add_backend_argument(train)
     train.add_argument(
@@ -189,7 +191,7 @@ def _add_psmnist_commands(subcommands) -> None:
         type=_positive_float,
         default=None,
         help=f"initial learning rate of Adam (default: {psmnist.PARALLEL_LEARNING_RATE}, "
-        "decayed to 0 along a cosine for parallel; constant for paper)",
+        "decayed to 0 along a cosine for parallel; constant for paper and lstm)",
     )
     train.add_argument(
         "--order",

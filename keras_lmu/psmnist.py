@@ -30,7 +30,10 @@ The models:
     the recurrent psMNIST model of Voelker et al. (2019):
     ``LMU(memory_d=1, order=256, theta=784, hidden_cell=SimpleRNNCell(212),
     hidden_to_memory=True, memory_to_memory=True)`` then ``Dense(10)``; Adam
-    (learning rate 1e-3), batch 100. It runs step by step, so it is slow.
+    (learning rate 1e-3), batch 100, 10 epochs. It runs step by step, so it is slow.
+``lstm``
+    the baseline: ``keras.layers.LSTM(158)`` then ``Dense(10)`` (102,710
+    parameters, as many as the paper's LMU), trained like ``paper``.
 
 Keras is imported inside the functions, so that the command line can pick the
 backend first.
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
-MODELS = ("parallel", "paper")
+MODELS = ("parallel", "paper", "lstm")
 MODEL_FILE = "psmnist.keras"
 CURVES_FILE = "psmnist_curves.png"
 METRICS_FILE = "psmnist_metrics.json"
@@ -73,6 +76,8 @@ PAPER_UNITS = 212
 PAPER_EPOCHS = 10
 PAPER_BATCH_SIZE = 100
 PAPER_LEARNING_RATE = 1e-3
+#: Units of the LSTM baseline: about the parameters of the paper's LMU (102k).
+LSTM_UNITS = 158
 #: Most parameters a parallel model may have (the budget of the experiments).
 PARAMETER_BUDGET = 170_000
 #: Sequences per batch when validating and testing.
@@ -188,6 +193,18 @@ def build_paper_model(
     return model
 
 
+def build_lstm_model(learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS) -> keras.Model:
+    """Return the compiled LSTM baseline: ``LSTM(LSTM_UNITS)`` then ``Dense(10)``."""
+    import keras
+
+    inputs = keras.Input((steps, 1), name="pixels")
+    features = keras.layers.LSTM(LSTM_UNITS, name="lstm")(inputs)
+    outputs = keras.layers.Dense(10, name="logits")(features)
+    model = keras.Model(inputs, outputs, name="psmnist_lstm")
+    _compile(model, learning_rate, None)
+    return model
+
+
 def _compile(
     model: keras.Model,
     learning_rate: float,
@@ -281,16 +298,22 @@ def train(args) -> int:
     if args.eval_size is not None:
         x_val, y_val = x_val[: args.eval_size], y_val[: args.eval_size]
         x_test, y_test = x_test[: args.eval_size], y_test[: args.eval_size]
-    paper = args.model == "paper"
-    epochs = args.epochs or (PAPER_EPOCHS if paper else PARALLEL_EPOCHS)
-    batch_size = args.batch_size or (PAPER_BATCH_SIZE if paper else PARALLEL_BATCH_SIZE)
-    learning_rate = args.learning_rate or (PAPER_LEARNING_RATE if paper else PARALLEL_LEARNING_RATE)
+    # The paper's LMU and the LSTM baseline step through the pixels and train alike.
+    stepwise = args.model in ("paper", "lstm")
+    epochs = args.epochs or (PAPER_EPOCHS if stepwise else PARALLEL_EPOCHS)
+    batch_size = args.batch_size or (PAPER_BATCH_SIZE if stepwise else PARALLEL_BATCH_SIZE)
+    learning_rate = args.learning_rate or (
+        PAPER_LEARNING_RATE if stepwise else PARALLEL_LEARNING_RATE
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
-    if paper:
+    if args.model == "paper":
         model = build_paper_model(learning_rate)
         config = {"order": PAPER_ORDER, "units": PAPER_UNITS, "hidden_cell": "SimpleRNNCell"}
+    elif args.model == "lstm":
+        model = build_lstm_model(learning_rate)
+        config = {"units": LSTM_UNITS}
     else:
         training_steps = epochs * -(-len(x_train) // batch_size)
         model = build_parallel_model(
@@ -322,7 +345,7 @@ def train(args) -> int:
         f"{len(x_val)} validation and {len(x_test)} test sequences of {x_train.shape[1]} steps",
         flush=True,
     )
-    if not paper and parameters > PARAMETER_BUDGET:
+    if not stepwise and parameters > PARAMETER_BUDGET:
         print(
             f"warning: {parameters} parameters, more than the budget of {PARAMETER_BUDGET}",
             file=sys.stderr,
@@ -362,7 +385,7 @@ def train(args) -> int:
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
-        "optimizer": "AdamW" if not paper and args.weight_decay > 0 else "Adam",
+        "optimizer": "AdamW" if not stepwise and args.weight_decay > 0 else "Adam",
         "seed": args.seed,
         "train_size": len(x_train),
         "validation_size": len(x_val),

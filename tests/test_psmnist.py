@@ -216,3 +216,20 @@ def test_paper_train(tmp_path):
     assert lmu["hidden_to_memory"] and lmu["memory_to_memory"]
     assert lmu["hidden_cell"]["class_name"] == "SimpleRNNCell"
     assert lmu["hidden_cell"]["config"]["units"] == 212
+
+
+@needs_mnist
+def test_lstm_train(tmp_path):
+    status, stdout = _run(
+        ["psmnist", "train", "--model", "lstm", "--train-size", "10", "--epochs", "1"]
+        + ["--batch-size", "10", "--eval-size", "10", "--out", str(tmp_path)]
+    )
+    assert status == 0
+    metrics = _check_run(tmp_path, stdout, "lstm", epochs=1)
+    # As many parameters as the paper's LMU (102,027), trained the same way.
+    assert metrics["parameters"] == 102_710
+    assert (metrics["optimizer"], metrics["learning_rate"]) == ("Adam", 1e-3)
+    with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
+        config = json.loads(archive.read("config.json"))
+    (lstm,) = [layer for layer in config["config"]["layers"] if layer["name"] == "lstm"]
+    assert (lstm["class_name"], lstm["config"]["units"]) == ("LSTM", 158)
