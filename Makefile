@@ -55,3 +55,10 @@ legacy-files:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Benchmarks side by side with keras-lmu 0.9.0 (in benchmarks/peer-venv, created on
+# demand) and LSTM; writes benchmarks/results/bench-*.json and docs/benchmarks.md.
+# BENCH_ARGS="--quick" for a short check. About 25 minutes on 2 idle cores.
+.PHONY: bench
+bench: $(VENV)/.all-installed
+	PYTHON=$(PYTHON) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
