@@ -52,7 +52,9 @@ stretch of machine load. Medians and min/max of the timed steps are reported.
 Each process gets as many timed steps as ``--budget`` seconds allow, between
 ``--min-repeats`` and ``--repeats``; a process whose warm-up step took longer than
 ``--slow-limit`` seconds (keras-lmu's step-by-step trainable theta, the step-by-step
-psMNIST model) gets only ``--slow-repeats`` timed steps (2), and the report says so.
+psMNIST model) gets only ``--slow-repeats`` timed steps (2), and the report says so;
+one whose first step took longer than ``--warmup-limit`` seconds (20) runs no warm-up
+step beyond that first, untimed one.
 ``--quick`` times one step of each kind per process.
 
 Throughput. For each case the report gives the nominal GFLOP/s of its dominant
@@ -167,11 +169,22 @@ def parse_args(argv=None):
         "gets --slow-repeats timed steps (default 3)",
     )
     parser.add_argument("--slow-repeats", type=int, default=2, help="default 2")
+    parser.add_argument(
+        "--warmup-limit",
+        type=float,
+        default=20.0,
+        help="no warm-up step beyond the first (untimed) one where that took longer than "
+        "this many seconds, and --slow-repeats timed steps (default 20)",
+    )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>.json)")
     parser.add_argument("--report", help="markdown report (default docs/benchmarks.md)")
     parser.add_argument("--plot", help="plot of long (default docs/bench_long.png)")
     parser.add_argument(
-        "--report-from", metavar="JSON", help="only write the report from an earlier JSON"
+        "--report-from",
+        metavar="JSON",
+        nargs="+",
+        help="only write the report, from earlier JSON files (several: merged in order, "
+        "e.g. a full run and a re-run of some cases)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
@@ -419,12 +432,16 @@ def run_child(spec: dict):
     start = time.perf_counter()
     model.predict_on_batch(x)
     info["compile_predict_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    model.train_on_batch(x, y)
-    info["warmup_train_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    model.predict_on_batch(x)
-    info["warmup_predict_s"] = time.perf_counter() - start
+    # A step-by-step model whose first step takes many seconds runs no warm-up step
+    # beyond that first one (which is not timed either).
+    info["warmup"] = info["compile_train_s"] <= spec.get("warmup_limit", math.inf)
+    if info["warmup"]:
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        info["warmup_train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model.predict_on_batch(x)
+        info["warmup_predict_s"] = time.perf_counter() - start
     send({"ready": info})
     for line in sys.stdin:
         command = line.strip()
@@ -442,9 +459,15 @@ def run_child(spec: dict):
                     "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                     "vm_hwm_kib": _proc_status_kib("VmHWM"),
                     "rss_end_kib": _proc_status_kib("VmRSS"),
+                    "cpu_s": cpu_seconds(resource.RUSAGE_SELF),
                 }
             )
             return
+
+
+def cpu_seconds(who) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def matmul_peak() -> dict:
@@ -572,7 +595,7 @@ def run_spec(spec: dict, runners: list[dict], args, rotation: int) -> list[dict]
     order = runners[rotation % len(runners) :] + runners[: rotation % len(runners)]
     children = []
     for runner in order:  # one at a time: compile times are not shared with another process
-        child = Child(runner, spec)
+        child = Child(runner, dict(spec, warmup_limit=args.warmup_limit))
         started = time.perf_counter()
         message = child.read()
         child.result["start_to_ready_s"] = time.perf_counter() - started
@@ -583,13 +606,20 @@ def run_spec(spec: dict, runners: list[dict], args, rotation: int) -> list[dict]
             continue
         info = message["ready"]
         child.result.update(info)
-        train_steps = timed_repeats(info["warmup_train_s"], args)
-        if info["warmup_train_s"] > args.slow_limit:
+        if not info["warmup"]:
+            train_steps = args.slow_repeats
+            child.result["note"] = (
+                f"first step {info['compile_train_s']:.1f} s > {args.warmup_limit:g} s: "
+                f"no warm-up step beyond it, {train_steps} timed steps"
+            )
+        elif info["warmup_train_s"] > args.slow_limit:
             train_steps = args.slow_repeats
             child.result["note"] = (
                 f"warm-up step {info['warmup_train_s']:.1f} s > {args.slow_limit:g} s: "
                 f"{train_steps} timed steps"
             )
+        else:
+            train_steps = timed_repeats(info["warmup_train_s"], args)
         child.result["planned_steps"] = train_steps
         children.append(child)
     for round_index in range(max((c.result.get("planned_steps", 0) for c in children), default=0)):
@@ -761,6 +791,36 @@ def save(data: dict, path: str):
         json.dump(data, file, indent=1)
 
 
+def merge(paths: list[str]) -> dict:
+    """The results of several runs as one: a later run's (case, size, runner) replaces
+    an earlier one's; the metadata are the first run's, with the others' commands."""
+    merged = None
+    for path in paths:
+        with open(path) as file:
+            data = json.load(file)
+        if merged is None:
+            merged = data
+            merged["meta"]["commands"] = [data["meta"]["command"]]
+            continue
+        merged["meta"]["commands"].append(data["meta"]["command"])
+        merged["meta"]["total_seconds"] = merged["meta"].get("total_seconds", 0) + data["meta"].get(
+            "total_seconds", 0
+        )
+        merged["meta"]["load_average_at_end"] = data["meta"].get("load_average_at_end")
+        known = {r["name"] for r in merged["meta"]["runners"]}
+        merged["meta"]["runners"] += [r for r in data["meta"]["runners"] if r["name"] not in known]
+        merged["matmul_peaks"] += data.get("matmul_peaks", [])
+        for result in data["results"]:
+            key = (result["case"], describe(result["spec"]), result["runner"])
+            merged["results"] = [
+                r for r in merged["results"] if (r["case"], describe(r["spec"]), r["runner"]) != key
+            ]
+            merged["results"].append(result)
+    order = {case: index for index, case in enumerate(CASES)}
+    merged["results"].sort(key=lambda r: order.get(r["case"], len(order)))  # stable
+    return merged
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
@@ -771,9 +831,7 @@ def main(argv=None):
         return
     out, report_path, plot_path = default_paths(args)
     if args.report_from:
-        with open(args.report_from) as file:
-            data = json.load(file)
-        write_report(data, report_path, plot_path, args.report_from)
+        write_report(merge(args.report_from), report_path, plot_path, args.report_from)
         return
     if not args.no_peer:
         ensure_peer_venv()
@@ -805,10 +863,13 @@ def main(argv=None):
         data["meta"].setdefault("case_seconds", {})[case] = seconds
         print(f"-- {case}: {seconds:.0f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     data["meta"]["total_seconds"] = time.perf_counter() - start
+    # CPU time of all the child processes: over the wall time, how much of the
+    # machine the benchmark had (2.0 = both cores of a 2-core machine)
+    data["meta"]["children_cpu_seconds"] = cpu_seconds(resource.RUSAGE_CHILDREN)
     data["meta"]["load_average_at_end"] = list(os.getloadavg())
     save(data, out)
     print(f"wrote {out}", flush=True)
-    write_report(data, report_path, plot_path, out)
+    write_report(data, report_path, plot_path, [out])
 
 
 # -- the report -----------------------------------------------------------------------
@@ -839,8 +900,9 @@ def speedup(peer: dict | None, result: dict, kind: str) -> str:
     return f"**{theirs['median_s'] / mine['median_s']:.2f}**"
 
 
-def write_report(data: dict, path: str, plot_path: str, json_path: str):
+def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
     meta = data["meta"]
+    commands = meta.get("commands") or [meta["command"]]
     results = data["results"]
     peaks = [p["gflops"] for p in data.get("matmul_peaks", []) if "gflops" in p]
     peak = max(peaks) if peaks else None
@@ -861,9 +923,16 @@ def write_report(data: dict, path: str, plot_path: str, json_path: str):
     lines += [
         "Written by [`benchmarks/bench.py`](../benchmarks/bench.py) (its docstring "
         "describes the cases and the method) from "
-        f"`{rel(json_path)}`.",
+        + ", ".join(f"`{rel(p)}`" for p in json_paths)
+        + ".",
         "",
-        f"- Date: {meta['date']} (UTC); total {meta.get('total_seconds', 0) / 60:.1f} min.",
+        f"- Date: {meta['date']} (UTC); total {meta.get('total_seconds', 0) / 60:.1f} min"
+        + (
+            f", {meta['children_cpu_seconds'] / 60:.1f} min of CPU time in the benchmark's "
+            "processes."
+            if meta.get("children_cpu_seconds")
+            else "."
+        ),
         f"- Machine: {meta['processor']}, {meta['cpu_count']} logical CPUs, "
         f"{meta.get('memory_gib')} GiB memory, {meta['machine']}; load average "
         f"{meta['load_average_at_start'][0]:.2f} at the start, "
@@ -880,7 +949,11 @@ def write_report(data: dict, path: str, plot_path: str, json_path: str):
         "- keras-lmu (its own virtual environment `benchmarks/peer-venv`): "
         + (", ".join(f"{k} {v}" for k, v in peer_versions.items()) or "not run")
         + ".",
-        f"- Command: `{meta['command']}` (`make bench` runs `benchmarks/bench.py`).",
+        "- Command"
+        + ("s (results merged by `--report-from`)" if len(commands) > 1 else "")
+        + ": "
+        + ", then ".join(f"`{command}`" for command in commands)
+        + " (`make bench` runs `benchmarks/bench.py`).",
         "",
         "Times are medians of the timed steps (ms) with [min-max] and their count n; "
         "`first` is the first `train_on_batch` (tracing/compiling included) and the "
