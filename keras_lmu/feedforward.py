@@ -251,7 +251,7 @@ class LMUFeedforward(LegendreMemory):
         return M, G
 
     def _last_memory(self, encoded, initial_memory=None):
-        steps = encoded.shape[1]
+        steps = lmu_ops.static_size(encoded, 1)
         response = self._memory_response(steps)
         memory = lmu_ops.last_step_memory(encoded, response)
         memory = ops.reshape(memory, (-1, self.memory_d * self.order))
@@ -273,7 +273,7 @@ class LMUFeedforward(LegendreMemory):
         )
 
     def _all_memories(self, encoded, initial_memory=None):
-        steps = encoded.shape[1]
+        steps = lmu_ops.static_size(encoded, 1)
         if self.conv_mode == "scan":
             return self._memories_by_scan(encoded, initial_memory)
         response = self._memory_response(steps)
@@ -289,7 +289,7 @@ class LMUFeedforward(LegendreMemory):
     def _memories_by_scan(self, encoded, initial_memory=None):
         """Every step's memory by a chunked scan of ``s_t = M s_{t-1} + G v_t``
         (:func:`keras_lmu.ops.chunked_linear_recurrence`)."""
-        batch, steps = ops.shape(encoded)[0], encoded.shape[1]
+        batch, steps = ops.shape(encoded)[0], lmu_ops.static_size(encoded, 1)
         chunk = min(SCAN_CHUNK, steps)
         if self.memory_to_memory:
             matrix, G = self._state_matrices()
@@ -307,7 +307,7 @@ class LMUFeedforward(LegendreMemory):
             # A fixed memory: the powers of A_bar in float64 (as the FFT's response).
             dtype = self.memory_dtype
             transition, response, carry_powers = (
-                ops.convert_to_tensor(np.stack(value), dtype)
+                ops.convert_to_tensor(value, dtype)
                 for value in self._fixed_scan_constants(chunk, -(-steps // chunk))
             )
         else:
@@ -336,8 +336,11 @@ class LMUFeedforward(LegendreMemory):
         carry_powers = [transition[-1]]
         while len(carry_powers) < max(chunks - 1, 1).bit_length():
             carry_powers.append(carry_powers[-1] @ carry_powers[-1])
-        self._scan_constants[chunk, chunks] = transition, response, carry_powers
-        return transition, response, carry_powers
+        # A tuple of arrays, not of lists: TensorFlow's tracking of layer attributes
+        # cannot save a dict that maps to mutable values (model.export failed).
+        constants = tuple(np.stack(value) for value in (transition, response, carry_powers))
+        self._scan_constants[chunk, chunks] = constants
+        return constants
 
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
         """Exact step-by-step memory: for masks, and lengths unknown while tracing."""

@@ -6,35 +6,77 @@ discretization has to follow a trainable ``theta`` and gradients have to flow.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
 
+#: Taylor polynomial of :func:`matrix_exponential`: its degree, and the largest 1-norm
+#: it is used at per dtype, where its truncation error is below rounding: 2**16 / 16! =
+#: 3e-9 in float32 (fewer squarings: each one doubles the rounding error), 0.5**16 / 16!
+#: = 7e-19 in float64.
+EXPM_TAYLOR_DEGREE = 15
+EXPM_TAYLOR_MAX_NORM = {"float16": 2.0, "bfloat16": 2.0, "float32": 2.0, "float64": 0.5}
+#: Most squarings :func:`matrix_exponential` does: 1-norms up to 0.5 * 2**31 (about 1e9).
+EXPM_MAX_SQUARINGS = 31
+
 
 def matrix_exponential(x):
-    """Matrix exponential ``expm(x)`` of a square matrix, with the backend's native op.
+    """Matrix exponential ``expm(x)`` of a square matrix, from matrix products only.
 
-    Keras has no ``expm``; this dispatches to ``jax.scipy.linalg.expm``,
-    ``tf.linalg.expm`` or ``torch.linalg.matrix_exp`` (all differentiable).
+    Scaling and squaring: ``expm(x) = expm(x / 2^s)^(2^s)`` with ``s`` the fewest
+    halvings that bring the 1-norm to ``EXPM_TAYLOR_MAX_NORM``, where a Taylor
+    polynomial of degree ``EXPM_TAYLOR_DEGREE`` (Paterson-Stockmeyer: six products)
+    is exact to float64 rounding. The squarings are done in blocks of 16, 8, 4, 2
+    and 1, each under ``keras.ops.cond``, so only those needed run.
+
+    Written in ``keras.ops`` (differentiable on every backend) rather than with the
+    backends' ``expm``, whose solves (LU factorizations) neither ONNX nor a
+    TensorFlow SavedModel exported from JAX can run: with this, an LMU with a
+    trainable ``theta``, ``A`` or ``B`` exports like the others.
     """
-    name = keras.backend.backend()
-    if name == "jax":
-        import jax.scipy.linalg
+    dtype = x.dtype
+    size = x.shape[-1]
+    norm = ops.max(ops.sum(ops.abs(x), axis=0))
+    tiny = ops.cast(np.finfo(np.float32).tiny, dtype)
+    largest = EXPM_TAYLOR_MAX_NORM.get(ops.dtype(x), 0.5)
+    squarings = ops.ceil(ops.log2(ops.maximum(norm, tiny) / largest))
+    squarings = ops.clip(squarings, 0.0, float(EXPM_MAX_SQUARINGS))
+    x = x * ops.power(ops.cast(2, dtype), -squarings)
 
-        return jax.scipy.linalg.expm(x)
-    if name == "tensorflow":
-        import tensorflow as tf
+    # Paterson-Stockmeyer: sum_k x^k / k! = B0 + x^4 (B1 + x^4 (B2 + x^4 B3)), where
+    # B_j = sum_{i < 4} x^i / (4j + i)!.
+    identity = ops.eye(size, dtype=dtype)
+    powers = [identity, x]
+    for _ in range(2, 5):
+        powers.append(_matrix_product(powers[-1], x))
+    factorials = [float(value) for value in np.cumprod(np.arange(1.0, EXPM_TAYLOR_DEGREE + 1))]
+    factorials = [1.0] + factorials
+    blocks = [
+        sum(powers[i] / factorials[4 * j + i] for i in range(4))
+        for j in range((EXPM_TAYLOR_DEGREE + 1) // 4)
+    ]
+    result = blocks[-1]
+    for block in reversed(blocks[:-1]):
+        result = block + _matrix_product(powers[4], result)
 
-        return tf.linalg.expm(x)
-    if name == "torch":
-        import torch
+    def square(matrix, times):
+        for _ in range(times):
+            matrix = _matrix_product(matrix, matrix)
+        return matrix
 
-        return torch.linalg.matrix_exp(x)
-    if name == "numpy":
-        import scipy.linalg
+    remaining = squarings
+    for times in (16, 8, 4, 2, 1):
+        take = remaining >= times
+        result = ops.cond(
+            take, lambda result=result, times=times: square(result, times), lambda r=result: r
+        )
+        remaining = remaining - ops.where(take, ops.cast(times, dtype), ops.cast(0, dtype))
+    return result
 
-        return scipy.linalg.expm(np.asarray(x))
-    raise NotImplementedError(f"No matrix exponential for the {name!r} backend.")
+
+def _matrix_product(a, b):
+    """``a @ b`` in the inputs' dtype (``keras.ops.matmul`` computes float64 in float32
+    on PyTorch and JAX)."""
+    return ops.einsum("ij,jk->ik", a, b)
 
 
 def discretize_zoh(A, B, theta_inv):
@@ -91,10 +133,11 @@ def impulse_response(A_bar, B_bar, steps: int):
     """
     response = ops.expand_dims(B_bar, 0)  # (1, size[, channels])
     power = A_bar
-    while response.shape[0] < steps:
+    steps = int(steps)
+    while static_size(response, 0) < steps:
         later = ops.einsum("ij,tj...->ti...", power, response)
         response = ops.concatenate([response, later], axis=0)
-        if response.shape[0] < steps:
+        if static_size(response, 0) < steps:
             power = ops.einsum("ij,jk->ik", power, power)
     return response[:steps]
 
@@ -134,8 +177,8 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None, 
     Tensor
         ``s``, shape (batch, steps, size).
     """
-    batch, steps = ops.shape(signal)[0], signal.shape[1]
-    chunk, size, channels = response.shape
+    batch, steps = ops.shape(signal)[0], static_size(signal, 1)
+    chunk, size, channels = (static_size(response, axis) for axis in range(3))
     chunks = -(-steps // chunk)
     signal = ops.pad(signal, [[0, 0], [0, chunks * chunk - steps], [0, 0]])
     blocks = ops.reshape(signal, (batch, chunks, chunk, channels))
@@ -154,7 +197,10 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None, 
     # Toeplitz[i, c, j, s] = H[j - i][s, c] for i <= j, else 0 (index C: a zero row).
     lag = np.subtract.outer(np.arange(chunk), np.arange(chunk))  # [i, j] = i - j
     padded = ops.concatenate([response, ops.zeros_like(response[:1])], axis=0)
-    toeplitz = ops.take(padded, np.where(lag <= 0, -lag, chunk), axis=0)  # (i, j, s, c)
+    # Rows taken from a matrix: PyTorch's ONNX export has no ``take`` from a 3-D tensor.
+    rows = ops.reshape(padded, (chunk + 1, size * channels))
+    toeplitz = ops.take(rows, np.where(lag <= 0, -lag, chunk), axis=0)
+    toeplitz = ops.reshape(toeplitz, (chunk, chunk, size, channels))  # (i, j, s, c)
     toeplitz = ops.reshape(ops.transpose(toeplitz, (0, 3, 1, 2)), (chunk * channels, -1))
     carried = ops.reshape(ops.transpose(transition, (2, 0, 1)), (size, chunk * size))
     inputs = ops.concatenate(
@@ -205,7 +251,7 @@ def linear_recurrence(inputs, matrix, powers=None):
     Tensor
         ``s``, the shape of ``inputs``.
     """
-    steps = inputs.shape[1]
+    steps = static_size(inputs, 1)
     states = inputs
     power = matrix
     shift, level = 1, 0
@@ -275,7 +321,7 @@ def causal_convolution_fft(signal, response):
         (batch, steps, channels, order) for a per-channel response,
         (batch, steps, size) for a mixing one.
     """
-    steps = signal.shape[1]
+    steps = static_size(signal, 1)
     response = _fit_length(response, steps)
     fft_length = _fft_length(2 * steps)
     signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
@@ -305,11 +351,11 @@ def causal_convolution_direct(signal, response):
     Costs ``steps * length`` products per output; a truncated response shorter
     than the sequence makes it cheaper. Shapes as in :func:`causal_convolution_fft`.
     """
-    batch, steps, channels = (ops.shape(signal)[i] for i in range(3))
-    length = response.shape[0]
+    batch, channels = ops.shape(signal)[0], ops.shape(signal)[2]
+    steps, length = static_size(signal, 1), static_size(response, 0)
     kernel = ops.flip(response, axis=0)
     if len(response.shape) == 2:
-        order = response.shape[1]
+        order = static_size(response, 1)
         sequences = ops.reshape(ops.transpose(signal, (0, 2, 1)), (-1, steps, 1))
         sequences = ops.pad(sequences, [[0, 0], [length - 1, 0], [0, 0]])
         memory = ops.conv(sequences, ops.expand_dims(kernel, 1), padding="valid")
@@ -331,15 +377,26 @@ def last_step_memory(signal, response):
         (batch, channels, order) for a per-channel response, (batch, size) for a
         mixing one.
     """
-    response = ops.flip(_fit_length(response, signal.shape[1]), axis=0)
+    response = ops.flip(_fit_length(response, static_size(signal, 1)), axis=0)
     if len(response.shape) == 2:
         return ops.einsum("btc,tn->bcn", signal, response)
     return ops.einsum("btc,tkc->bk", signal, response)
 
 
+def static_size(tensor, axis: int) -> int | None:
+    """The size of ``axis`` of ``tensor`` as a Python int (None where it is unknown).
+
+    Loops and lengths here need plain integers, but while PyTorch traces a model
+    (``torch.onnx.export``, which ``model.export(format="onnx")`` uses) a tensor's
+    sizes are 0-d tensors; they are read once here, as the constants they are.
+    """
+    size = tensor.shape[axis]
+    return None if size is None else int(size)
+
+
 def _fit_length(response, steps: int):
     """``response[:steps]``, padded with zero rows when it is shorter."""
-    length = response.shape[0]
+    length = static_size(response, 0)
     if length >= steps:
         return response[:steps]
     padding = [[0, steps - length]] + [[0, 0]] * (len(response.shape) - 1)

@@ -1,0 +1,227 @@
+"""``model.export``: every form of ``LMU`` served without Keras, as docs/export.md says.
+
+Each format's models are exported once (a module fixture), then one fresh Python
+process, in which ``keras`` and ``keras_lmu`` cannot be imported, loads them all
+(``tf.saved_model.load`` or ONNX Runtime) and writes their outputs to an .npz file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lmu
+
+BACKEND = keras.backend.backend()
+STEPS, FEATURES = 32, 3
+#: Batch size of the test input: not the 1 that PyTorch traces with, so a batch
+#: dimension fixed by mistake shows.
+BATCH = 3
+FORMATS = ("tf_saved_model", "onnx")
+PATHS = ("fft", "raw", "scan", "last_step", "recurrent", "trainable_theta")
+
+#: Why a (backend, format, path) does not export; docs/export.md has the full errors.
+UNSUPPORTED = {
+    ("torch", "tf_saved_model"): "Keras exports a SavedModel from PyTorch only through "
+    "torch_xla, which is not installed",
+    ("tensorflow", "onnx", "fft"): "tf2onnx converts RFFT only when ComplexAbs reads it "
+    "('Current implementation of RFFT or FFT only allows ComplexAbs as consumer'), and has "
+    "no IRFFT: the model cannot be loaded ('No Op registered for RFFT')",
+    ("jax", "onnx", "fft"): "jax2onnx: 'IRFFT requires complex64 or complex128 input'",
+}
+#: Exports that need a fixed batch size (``input_signature``); with a free one they fail.
+FIXED_BATCH = {
+    # jax2onnx: 'reshape with symbolic dimensions requires mapping to input axes'.
+    ("jax", "onnx", "raw"),
+    ("jax", "onnx", "scan"),
+    ("jax", "onnx", "trainable_theta"),
+    # The TorchScript exporter, used for a free batch size, has no 'aten::fft_rfft'; the
+    # dynamo exporter, used for a fixed one, has.
+    ("torch", "onnx", "fft"),
+}
+
+#: Run in the fresh process: loads every artifact listed in argv[1] and saves outputs.
+LOADER = textwrap.dedent(
+    """
+    import importlib.abc, importlib.machinery, json, sys
+
+    class _Refuse(importlib.abc.Loader):
+        def create_module(self, spec):
+            raise ImportError(f"{spec.name} must not be needed to serve an export")
+
+        def exec_module(self, module):
+            pass
+
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("keras", "keras_lmu"):
+                return importlib.machinery.ModuleSpec(name, _Refuse())
+            return None
+
+    sys.meta_path.insert(0, _Block())
+    import numpy as np
+
+    jobs = json.load(open(sys.argv[1]))
+    outputs, errors = {}, {}
+    for name, job in jobs.items():
+        inputs = np.load(job["inputs"])
+        try:
+            if job["format"] == "onnx":
+                import onnxruntime
+
+                session = onnxruntime.InferenceSession(job["artifact"])
+                feed = {session.get_inputs()[0].name: inputs}
+                outputs[name] = session.run(None, feed)[0]
+            else:
+                import tensorflow as tf
+
+                served = tf.saved_model.load(job["artifact"])
+                outputs[name] = served.serve(tf.constant(inputs)).numpy()
+        except Exception as error:
+            errors[name] = f"{type(error).__name__}: {error}"
+    loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("keras", "keras_lmu"))
+    np.savez(sys.argv[2], **outputs)
+    json.dump({"errors": errors, "keras_modules": loaded}, open(sys.argv[3], "w"))
+    """
+)
+
+
+def unsupported_reason(export_format: str, path: str) -> str | None:
+    """Why ``path`` does not export to ``export_format`` on this backend, or None."""
+    return UNSUPPORTED.get(
+        (BACKEND, export_format), UNSUPPORTED.get((BACKEND, export_format, path))
+    )
+
+
+def build_model(path: str) -> keras.Model:
+    """A small float32 model whose ``LMU`` runs ``path``."""
+    keras.utils.set_random_seed(0)
+    common = {"memory_d": 2, "order": 8, "theta": 12.0, "dtype": "float32"}
+    dense = keras.layers.Dense(5, dtype="float32")
+    if path in ("fft", "raw", "scan"):
+        lmu = keras_lmu.LMU(hidden_cell=dense, return_sequences=True, conv_mode=path, **common)
+    elif path == "last_step":
+        lmu = keras_lmu.LMU(hidden_cell=dense, return_sequences=False, **common)
+    elif path == "recurrent":
+        lmu = keras_lmu.LMU(
+            hidden_cell=keras.layers.SimpleRNNCell(5, dtype="float32"),
+            hidden_to_memory=True,
+            memory_to_memory=True,
+            return_sequences=True,
+            **common,
+        )
+    else:  # the scan (every backend's ONNX exporter lacks the FFT PyTorch's "auto" picks)
+        lmu = keras_lmu.LMU(
+            hidden_cell=dense,
+            trainable_theta=True,
+            return_sequences=True,
+            conv_mode="scan",
+            **common,
+        )
+    inputs = keras.Input((STEPS, FEATURES), dtype="float32")
+    model = keras.Model(inputs, lmu(inputs))
+    if path == "trainable_theta":  # a learned window, not the initial one
+        memory = lmu._memory_layer
+        memory.theta_inv.assign(keras.ops.convert_to_tensor(1 / 9.5, memory.theta_inv.dtype))
+    expected_form = path != "recurrent"
+    assert lmu.uses_parallel_form() is expected_form
+    return model
+
+
+def _export_required_modules(export_format: str):
+    if export_format == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip(
+            {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[BACKEND]
+        )
+    else:
+        pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Per format: {path: (keras outputs, served outputs or error message)}, loaded lazily."""
+    cache = {}
+
+    def serve(export_format: str):
+        if export_format in cache:
+            return cache[export_format]
+        _export_required_modules(export_format)
+        folder = tmp_path_factory.mktemp(f"export_{export_format}")
+        rng = np.random.default_rng(1)
+        jobs, expected, export_errors = {}, {}, {}
+        for path in PATHS:
+            if unsupported_reason(export_format, path):
+                continue
+            model = build_model(path)
+            fixed = (BACKEND, export_format, path) in FIXED_BATCH
+            inputs = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
+            expected[path] = keras.ops.convert_to_numpy(model(inputs, training=False))
+            np.save(folder / f"{path}_inputs.npy", inputs)
+            artifact = folder / (f"{path}.onnx" if export_format == "onnx" else path)
+            signature = None
+            if fixed:
+                signature = [keras.InputSpec(shape=(BATCH, STEPS, FEATURES), dtype="float32")]
+            try:
+                model.export(
+                    str(artifact), format=export_format, verbose=False, input_signature=signature
+                )
+            except Exception as error:  # reported by the path's test
+                export_errors[path] = f"export failed: {type(error).__name__}: {error}"
+                continue
+            jobs[path] = {
+                "format": export_format,
+                "artifact": str(artifact),
+                "inputs": str(folder / f"{path}_inputs.npy"),
+            }
+        (folder / "jobs.json").write_text(json.dumps(jobs))
+        (folder / "loader.py").write_text(LOADER)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(folder / "loader.py"),
+                str(folder / "jobs.json"),
+                str(folder / "outputs.npz"),
+                str(folder / "report.json"),
+            ],
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": ""},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads((folder / "report.json").read_text())
+        assert report["keras_modules"] == [], "serving imported keras"
+        outputs = dict(np.load(folder / "outputs.npz"))
+        cache[export_format] = {
+            path: (
+                expected[path],
+                outputs.get(path, report["errors"].get(path) or export_errors.get(path)),
+            )
+            for path in expected
+        }
+        return cache[export_format]
+
+    return serve
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("export_format", FORMATS)
+def test_export_serves_keras_outputs(served, export_format, path):
+    reason = unsupported_reason(export_format, path)
+    if reason:
+        pytest.skip(f"{export_format} on {BACKEND}, {path}: {reason}")
+    expected, outputs = served(export_format)[path]
+    assert not isinstance(outputs, str), outputs
+    assert outputs.shape == expected.shape
+    scale = float(np.max(np.abs(expected)))
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5 * scale)
