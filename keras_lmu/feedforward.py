@@ -119,14 +119,19 @@ class LMUFeedforward(LegendreMemory):
         self.return_sequences = bool(return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)
-        self.impulse_response = None
+        self._built_steps = None
         self._responses = {}
         self._scan_constants = {}
         self._warned_unknown_length = False
         self._awaiting_variables = False
+        self._load_error = None
         if self._hidden_is_rnn_cell:
+            # In the LMU's dtype: by default Keras would give the RNN the global floatx.
             self.hidden_rnn = keras.layers.RNN(
-                self.hidden_cell, return_sequences=return_sequences, return_state=True
+                self.hidden_cell,
+                return_sequences=return_sequences,
+                return_state=True,
+                dtype=self.dtype_policy,
             )
 
     # -- building -----------------------------------------------------------------
@@ -139,8 +144,7 @@ class LMUFeedforward(LegendreMemory):
             self.hidden_rnn.build(hidden_input)
         elif self.hidden_cell is not None and not self.hidden_cell.built:
             self.hidden_cell.build(hidden_input[::2])
-        if steps is not None and not self.has_trainable_system:
-            self.impulse_response = self._fixed_response(steps)
+        self._built_steps = steps
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -149,6 +153,19 @@ class LMUFeedforward(LegendreMemory):
         return (batch, steps, size) if self.return_sequences else (batch, size)
 
     # -- impulse response -------------------------------------------------------------
+
+    @property
+    def impulse_response(self) -> np.ndarray | None:
+        """The float64 impulse response of a fixed memory for the built sequence length.
+
+        Shape (steps, order), cut to the ``truncate_ir`` length with
+        ``conv_mode="raw"``; None while the layer is not built, for an unknown length
+        and for a trainable memory (whose response is computed in the graph). It is
+        computed when first needed (the scan form never needs it).
+        """
+        if self._built_steps is None or self.has_trainable_system:
+            return None
+        return self._fixed_response(self._built_steps)
 
     @property
     def _truncates(self) -> bool:
@@ -433,9 +450,24 @@ class LMUFeedforward(LegendreMemory):
         # ``RNN(LMUCell)`` keeps them; ``_VariablesInCell`` loads them from there.
         own = self._trainable_variables + self._non_trainable_variables
         if own and len(store.keys()) == 0 and hasattr(self, "cell"):
+            if self._load_error is not None:
+                # Keras visits this layer again (through ``LMU._memory_layer``, with
+                # nothing to load) after a failed visit, and counts it as loaded if the
+                # second visit succeeds: fail again rather than hide the first error.
+                raise self._load_error
             self._awaiting_variables = True
             return
-        super().load_own_variables(store)
+        self._awaiting_variables = False
+        try:
+            super().load_own_variables(store)
+        except ValueError as error:
+            self._load_error = error
+            raise
+
+    def _start_loading(self):
+        """Forget the last load (the ``LMU`` holding this layer calls it as a load starts)."""
+        self._load_error = None
+        self._awaiting_variables = False
 
     def get_config(self):
         config = {**super().get_config(), **self._memory_config()}

@@ -173,22 +173,32 @@ def build_paper_model(
 ) -> keras.Model:
     """Return the compiled recurrent psMNIST model of the 2019 LMU paper."""
     import keras
+    import numpy as np
 
     import keras_lmu
 
     inputs = keras.Input((steps, 1), name="pixels")
-    features = keras_lmu.LMU(
+    lmu = keras_lmu.LMU(
         memory_d=1,
         order=PAPER_ORDER,
         theta=steps,
         hidden_cell=keras.layers.SimpleRNNCell(PAPER_UNITS),
         hidden_to_memory=True,
         memory_to_memory=True,
+        recurrent_initializer="zeros",
         return_sequences=False,
         name="lmu",
-    )(inputs)
-    outputs = keras.layers.Dense(10, name="logits")(features)
+    )
+    outputs = keras.layers.Dense(10, name="logits")(lmu(inputs))
     model = keras.Model(inputs, outputs, name="psmnist_paper")
+    # The paper's start: the memory encodes the pixel alone (u = x), the hidden
+    # state's and the memory's encoders start at zero. With random encoders of the
+    # memory's own feedback, the memory can start unstable, and the model does not
+    # learn (accuracy at chance after an epoch).
+    kernel = lmu.layer.cell.kernel  # rows: the pixel, then the hidden state
+    encoder = np.zeros(kernel.shape, dtype=kernel.dtype)
+    encoder[0] = 1.0
+    kernel.assign(encoder)
     _compile(model, learning_rate, None)
     return model
 

@@ -20,6 +20,17 @@ def test_impulse_response_attribute_after_build():
     np.testing.assert_allclose(
         layer.impulse_response, legendre.impulse_response(A_bar, B_bar, 50), rtol=1e-10, atol=1e-14
     )
+    # A trainable memory's response is computed in the graph, not kept.
+    trainable = keras_lmu.LMUFeedforward(1, 6, 10.0, None, trainable_theta=True)
+    trainable(np.zeros((2, 50, 1), "float32"))
+    assert trainable.impulse_response is None
+
+
+def test_scan_never_computes_the_full_impulse_response():
+    layer = keras_lmu.LMUFeedforward(1, 6, 10.0, None, conv_mode="scan", return_sequences=True)
+    layer(np.zeros((2, 50, 1), "float32"))
+    assert layer._responses == {}
+    assert layer.impulse_response.shape == (50, 6)  # computed when asked for
 
 
 def test_raw_mode_truncates_only_a_negligible_tail(rng):

@@ -182,6 +182,18 @@ def test_parallel_train_then_evaluate(tmp_path):
     assert f"Test accuracy: {metrics['test_accuracy']:.4f} (500 test sequences)" in stdout
 
 
+def test_paper_model_starts_like_the_paper():
+    model = psmnist.build_paper_model()
+    assert model.count_params() == 102_027
+    cell = model.get_layer("lmu").layer.cell
+    # u = pixel at first: the hidden state's and the memory's encoders start at zero
+    # (random ones can make the memory unstable; the model then never learns).
+    kernel = keras.ops.convert_to_numpy(cell.kernel)
+    assert kernel.shape == (213, 1)
+    assert kernel[0, 0] == 1 and not kernel[1:].any()
+    assert not keras.ops.convert_to_numpy(cell.recurrent_kernel).any()
+
+
 @needs_mnist
 def test_paper_train(tmp_path):
     # The smallest budget: the paper's model runs its 784 steps one by one (slow on
