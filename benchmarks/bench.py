@@ -54,7 +54,8 @@ Each process gets as many timed steps as ``--budget`` seconds allow, between
 ``--slow-limit`` seconds (keras-lmu's step-by-step trainable theta, the step-by-step
 psMNIST model) gets only ``--slow-repeats`` timed steps (2), and the report says so;
 one whose first step took longer than ``--warmup-limit`` seconds (20) runs no warm-up
-step beyond that first, untimed one.
+step beyond that first, untimed one, and one whose first step took longer than
+``--very-slow-limit`` (60 s: PyTorch's step-by-step psMNIST model) is timed once.
 ``--quick`` times one step of each kind per process.
 
 Throughput. For each case the report gives the nominal GFLOP/s of its dominant
@@ -175,6 +176,12 @@ def parse_args(argv=None):
         default=20.0,
         help="no warm-up step beyond the first (untimed) one where that took longer than "
         "this many seconds, and --slow-repeats timed steps (default 20)",
+    )
+    parser.add_argument(
+        "--very-slow-limit",
+        type=float,
+        default=60.0,
+        help="one timed step where the first step took longer than this (default 60)",
     )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>.json)")
     parser.add_argument("--report", help="markdown report (default docs/benchmarks.md)")
@@ -608,9 +615,12 @@ def run_spec(spec: dict, runners: list[dict], args, rotation: int) -> list[dict]
         child.result.update(info)
         if not info["warmup"]:
             train_steps = args.slow_repeats
+            if info["compile_train_s"] > args.very_slow_limit:
+                train_steps = 1
             child.result["note"] = (
                 f"first step {info['compile_train_s']:.1f} s > {args.warmup_limit:g} s: "
-                f"no warm-up step beyond it, {train_steps} timed steps"
+                f"no warm-up step beyond it, {train_steps} timed step"
+                + ("s" if train_steps > 1 else "")
             )
         elif info["warmup_train_s"] > args.slow_limit:
             train_steps = args.slow_repeats
@@ -806,7 +816,8 @@ def merge(paths: list[str]) -> dict:
         merged["meta"]["total_seconds"] = merged["meta"].get("total_seconds", 0) + data["meta"].get(
             "total_seconds", 0
         )
-        merged["meta"]["load_average_at_end"] = data["meta"].get("load_average_at_end")
+        if data["meta"].get("load_average_at_end"):
+            merged["meta"]["load_average_at_end"] = data["meta"]["load_average_at_end"]
         known = {r["name"] for r in merged["meta"]["runners"]}
         merged["meta"]["runners"] += [r for r in data["meta"]["runners"] if r["name"] not in known]
         merged["matmul_peaks"] += data.get("matmul_peaks", [])
@@ -879,12 +890,17 @@ def rel(path: str) -> str:
     return os.path.relpath(os.path.abspath(path), ROOT)
 
 
+def short_ms(seconds: float) -> str:
+    milliseconds = 1000 * seconds
+    return f"{milliseconds:.0f}" if milliseconds >= 100 else f"{milliseconds:.3g}"
+
+
 def ms(stats: dict) -> str:
     if not stats:
         return "-"
     return (
-        f"{1000 * stats['median_s']:.1f} [{1000 * stats['min_s']:.1f}-"
-        f"{1000 * stats['max_s']:.1f}] n={stats['n']}"
+        f"{short_ms(stats['median_s'])} [{short_ms(stats['min_s'])}-"
+        f"{short_ms(stats['max_s'])}] n={stats['n']}"
     )
 
 
@@ -897,7 +913,7 @@ def speedup(peer: dict | None, result: dict, kind: str) -> str:
         return "-"
     if not theirs:
         return "keras-lmu failed" if peer.get("error") else "-"
-    return f"**{theirs['median_s'] / mine['median_s']:.2f}**"
+    return f"{theirs['median_s'] / mine['median_s']:.3g}"
 
 
 def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
@@ -936,7 +952,7 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         f"- Machine: {meta['processor']}, {meta['cpu_count']} logical CPUs, "
         f"{meta.get('memory_gib')} GiB memory, {meta['machine']}; load average "
         f"{meta['load_average_at_start'][0]:.2f} at the start, "
-        f"{meta.get('load_average_at_end', [math.nan])[0]:.2f} at the end "
+        f"{(meta.get('load_average_at_end') or [math.nan])[0]:.2f} at the end "
         f"(nice {meta.get('nice')}).",
         f"- Float32 matmul peak (NumPy, 2048 x 2048, best of 5, measured before each "
         f"case): {peak:.0f} GFLOP/s (range "
@@ -957,7 +973,7 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         "",
         "Times are medians of the timed steps (ms) with [min-max] and their count n; "
         "`first` is the first `train_on_batch` (tracing/compiling included) and the "
-        "first `predict_on_batch` (s). **x vs keras-lmu** is keras-lmu's median over this "
+        "first `predict_on_batch` (s). *x vs keras-lmu* is keras-lmu's median over this "
         "library's: above 1, this library is faster. Peak RSS is the process's peak "
         "(`ru_maxrss`); `+` is its increase over the RSS after imports and model build. "
         "GFLOP/s is recurrence-equivalent (see the docstring: the step-by-step "
@@ -1006,7 +1022,7 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
             if result is None:
                 row.append("-")
             elif result.get("train"):
-                row.append(f"{1000 * result['train']['median_s']:.4g}")
+                row.append(short_ms(result["train"]["median_s"]))
             else:
                 row.append("failed")
         lines.append("| " + " | ".join(row) + " |")
