@@ -121,6 +121,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                 "input features, which sizes the output), got input_d=None"
             )
         self._variables_loaded_by_rnn = False
+        self._load_error = None
         self._sequence_system = None
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
@@ -213,9 +214,18 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     def load_own_variables(self, store):
         # Inside an ``LMU``, a file may hold these variables one level up, where an
         # ``LMUFeedforward`` keeps them; the RNN wrapper has then loaded them already.
-        if self._variables_loaded_by_rnn and len(store.keys()) == 0:
-            return
-        super().load_own_variables(store)
+        if len(store.keys()) == 0:
+            if self._variables_loaded_by_rnn:
+                return
+            if self._load_error is not None:
+                # Keras visits the cell of an LMU again (through ``LMU._memory_layer``,
+                # with nothing to load) after a failed visit: repeat the first error.
+                raise self._load_error
+        try:
+            super().load_own_variables(store)
+        except ValueError as error:
+            self._load_error = error
+            raise
 
     def get_config(self):
         return {**super().get_config(), **self._memory_config(), "input_d": self.input_d}

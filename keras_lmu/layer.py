@@ -13,7 +13,7 @@ from keras.src.utils import tracking
 from keras_lmu import validation
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
-from keras_lmu.memory import LegendreMemory
+from keras_lmu.memory import LegendreMemory, assign_saved_variables
 
 # The rules below come from training-step times measured on a 2-core CPU with
 # ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
@@ -232,6 +232,8 @@ class LMU(keras.layers.Layer):
             self.layer.build(input_shape)
             object.__setattr__(self.layer, "cell", _VariablesInCell(self.layer))
         else:
+            # The cell sizes its output from input_d, which the LMU knows by now.
+            config["input_d"] = input_d
             cell = LMUCell(hidden_cell=hidden_cell, dtype=self.dtype_policy, **config)
             self.layer = _LMURNN(
                 cell,
@@ -317,6 +319,13 @@ class LMU(keras.layers.Layer):
                 f"shapes {shapes}"
             )
         return [ops.cast(state, self.compute_dtype) for state in states]
+
+    def load_own_variables(self, store):
+        # An LMU has no variables of its own. Keras visits it before its inner layer at
+        # the start of every load: the inner layer's record of the last load is reset.
+        super().load_own_variables(store)
+        if isinstance(self.layer, LMUFeedforward):
+            self.layer._start_loading()
 
     def compute_output_shape(self, input_shape):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
@@ -407,11 +416,18 @@ class _LMURNN(keras.layers.RNN):
         return states[-1], outputs, states[:-1]
 
     def load_own_variables(self, store):
+        # Visited before the cell at every load: the cell's record of the last one is reset.
+        cell = self.cell
+        cell._variables_loaded_by_rnn = False
+        cell._load_error = None
         if len(store.keys()) == 0:
             return
-        cell = self.cell
         variables = cell._trainable_variables + cell._non_trainable_variables
-        _assign_all(cell.name, variables, store)
+        try:
+            assign_saved_variables(cell.name, variables, store)
+        except ValueError as error:
+            cell._load_error = error
+            raise
         cell._variables_loaded_by_rnn = True
 
 
@@ -435,16 +451,13 @@ class _VariablesInCell(keras.layers.Layer):
         feedforward = self._feedforward()
         if not feedforward._awaiting_variables:
             return
+        if len(store.keys()) == 0 and feedforward._load_error is not None:
+            # a second visit, through ``LMU._memory_layer``, after a failed one
+            raise feedforward._load_error
         variables = feedforward._trainable_variables + feedforward._non_trainable_variables
-        _assign_all(feedforward.name, variables, store)
+        try:
+            assign_saved_variables(feedforward.name, variables, store)
+        except ValueError as error:
+            feedforward._load_error = error
+            raise
         feedforward._awaiting_variables = False
-
-
-def _assign_all(name, variables, store):
-    if len(store.keys()) != len(variables):
-        raise ValueError(
-            f"The file holds {len(store.keys())} variables for the memory of {name!r}, "
-            f"which has {len(variables)}: the file was saved from a different LMU."
-        )
-    for index, variable in enumerate(variables):
-        variable.assign(store[str(index)])

@@ -237,6 +237,11 @@ class LegendreMemory(keras.layers.Layer):
 
     # -- serialization ----------------------------------------------------------
 
+    def load_own_variables(self, store):
+        """Load this layer's own variables from a file, checking their number and shapes."""
+        variables = self._trainable_variables + self._non_trainable_variables
+        assign_saved_variables(self.name, variables, store)
+
     def _memory_config(self) -> dict:
         return {
             "memory_d": self.memory_d,
@@ -267,6 +272,50 @@ class LegendreMemory(keras.layers.Layer):
         config = dict(config)
         config["hidden_cell"] = keras.saving.deserialize_keras_object(config.get("hidden_cell"))
         return cls(**config)
+
+
+def assign_saved_variables(layer_name: str, variables: list, store) -> None:
+    """Assign the values a saved file holds for a memory's variables, in order.
+
+    Nothing is assigned unless the file holds as many values as there are variables,
+    each of the variable's shape.
+
+    Parameters
+    ----------
+    layer_name : str
+        Name of the layer the variables belong to, for the error messages.
+    variables : list of keras.Variable
+        The layer's own variables, in the order they were created.
+    store
+        The file's values for that layer, under the keys ``"0"``, ``"1"``, ...
+
+    Raises
+    ------
+    ValueError
+        When the file holds another number of values, or a value of another shape
+        (a file saved from a differently configured LMU); the message names the
+        variable, its shape and the shape found in the file.
+    """
+    saved = len(store.keys())
+    if saved != len(variables):
+        names = ", ".join(variable.name for variable in variables)
+        raise ValueError(
+            f"The file holds {saved} variables for the memory of {layer_name!r}, which has "
+            f"{len(variables)} ({names}): the file was saved from a differently configured "
+            "LMU."
+        )
+    values = [store[str(index)] for index in range(saved)]
+    for variable, value in zip(variables, values, strict=True):
+        expected, found = tuple(variable.shape), tuple(np.shape(value))
+        if found != expected:
+            raise ValueError(
+                f"Cannot load the variable {variable.name!r} of {layer_name!r}: it has shape "
+                f"{expected}, but the file holds shape {found} for it. The file was saved "
+                "from a differently configured LMU (another memory_d, order, input size or "
+                "hidden size)."
+            )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
 
 
 def _exact_constant(value):

@@ -216,3 +216,43 @@ def test_a_hidden_cell_given_to_two_lmus_shares_its_weights():
     after = [keras.ops.convert_to_numpy(y) for y in model(x)]
     for old, new in zip(before, after, strict=True):
         assert not np.allclose(old, new)
+
+
+@pytest.mark.parametrize("discretizer", ["zoh", "euler"])
+@pytest.mark.parametrize(
+    "form", [dict(conv_mode="fft"), dict(conv_mode="scan"), dict(conv_mode="raw"), "last", "step"]
+)
+def test_theta_turned_nan_infinite_or_zero_by_training(form, discretizer):
+    """No error is possible at call time (traced graphs cannot raise on a value), so:
+    theta_inv NaN or inf (theta NaN or 0) turns every output NaN; theta_inv 0 (theta
+    infinite, which the NonNeg constraint lets training reach) freezes the memory at
+    zero (A_bar = I, B_bar = 0), and ``theta`` reads inf."""
+    options = dict(return_sequences=form != "last")
+    if isinstance(form, dict):
+        options.update(form)
+    layer = keras_lmu.LMU(
+        2, 4, 10.0, None, trainable_theta=True, discretizer=discretizer, **options
+    )
+    if form == "step":  # computed step by step: memory_to_memory, parallel limit 0
+        layer = keras_lmu.LMU(
+            2,
+            4,
+            10.0,
+            None,
+            trainable_theta=True,
+            discretizer=discretizer,
+            memory_to_memory=True,
+            recurrent_dropout=0.1,
+            return_sequences=True,
+        )
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 7, 3)).astype("float32")
+    layer(x)
+    assert layer.uses_parallel_form() == (form != "step")
+    theta_inv = next(w for w in layer.weights if w.name == "theta_inv")
+    for value in (np.nan, np.inf):
+        theta_inv.assign(value)
+        assert np.isnan(keras.ops.convert_to_numpy(layer(x))).all()
+    theta_inv.assign(0.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), 0.0)
+    with np.errstate(divide="ignore"):
+        assert layer.theta == np.inf
