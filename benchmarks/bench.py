@@ -55,7 +55,9 @@ Each process gets as many timed steps as ``--budget`` seconds allow, between
 psMNIST model) gets only ``--slow-repeats`` timed steps (2), and the report says so;
 one whose first step took longer than ``--warmup-limit`` seconds (20) runs no warm-up
 step beyond that first, untimed one, and one whose first step took longer than
-``--very-slow-limit`` (60 s: PyTorch's step-by-step psMNIST model) is timed once.
+``--very-slow-limit`` (60 s: PyTorch's step-by-step psMNIST model) is timed once;
+one whose first step took longer than ``--skip-limit`` (120 s: Keras's LSTM on PyTorch)
+is not timed further, and the report gives that first step.
 ``--quick`` times one step of each kind per process.
 
 Throughput. For each case the report gives the nominal GFLOP/s of its dominant
@@ -176,6 +178,13 @@ def parse_args(argv=None):
         default=20.0,
         help="no warm-up step beyond the first (untimed) one where that took longer than "
         "this many seconds, and --slow-repeats timed steps (default 20)",
+    )
+    parser.add_argument(
+        "--skip-limit",
+        type=float,
+        default=120.0,
+        help="time nothing more where the first training step took longer than this many "
+        "seconds; the report gives that first step (default 120)",
     )
     parser.add_argument(
         "--very-slow-limit",
@@ -436,6 +445,12 @@ def run_child(spec: dict):
     start = time.perf_counter()
     info["first_loss"] = float(model.train_on_batch(x, y))
     info["compile_train_s"] = time.perf_counter() - start
+    if info["compile_train_s"] > spec.get("skip_limit", math.inf):
+        info["skipped"] = True  # too slow to time: only its first training step
+        send({"ready": info})
+        sys.stdin.readline()  # "finish"
+        send(finish_message())
+        return
     start = time.perf_counter()
     model.predict_on_batch(x)
     info["compile_predict_s"] = time.perf_counter() - start
@@ -461,15 +476,17 @@ def run_child(spec: dict):
             model.predict_on_batch(x)
             send({"predict_s": time.perf_counter() - start})
         elif command == "finish":
-            send(
-                {
-                    "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                    "vm_hwm_kib": _proc_status_kib("VmHWM"),
-                    "rss_end_kib": _proc_status_kib("VmRSS"),
-                    "cpu_s": cpu_seconds(resource.RUSAGE_SELF),
-                }
-            )
+            send(finish_message())
             return
+
+
+def finish_message() -> dict:
+    return {
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "vm_hwm_kib": _proc_status_kib("VmHWM"),
+        "rss_end_kib": _proc_status_kib("VmRSS"),
+        "cpu_s": cpu_seconds(resource.RUSAGE_SELF),
+    }
 
 
 def cpu_seconds(who) -> float:
@@ -602,7 +619,8 @@ def run_spec(spec: dict, runners: list[dict], args, rotation: int) -> list[dict]
     order = runners[rotation % len(runners) :] + runners[: rotation % len(runners)]
     children = []
     for runner in order:  # one at a time: compile times are not shared with another process
-        child = Child(runner, dict(spec, warmup_limit=args.warmup_limit))
+        limits = {"warmup_limit": args.warmup_limit, "skip_limit": args.skip_limit}
+        child = Child(runner, dict(spec, **limits))
         started = time.perf_counter()
         message = child.read()
         child.result["start_to_ready_s"] = time.perf_counter() - started
@@ -613,7 +631,13 @@ def run_spec(spec: dict, runners: list[dict], args, rotation: int) -> list[dict]
             continue
         info = message["ready"]
         child.result.update(info)
-        if not info["warmup"]:
+        if info.get("skipped"):
+            train_steps = 0
+            child.result["note"] = (
+                f"first training step {info['compile_train_s']:.0f} s > {args.skip_limit:g} s "
+                "(--skip-limit): not timed further, no inference"
+            )
+        elif not info["warmup"]:
             train_steps = args.slow_repeats
             if info["compile_train_s"] > args.very_slow_limit:
                 train_steps = 1
@@ -666,7 +690,8 @@ def format_line(spec: dict, result: dict) -> str:
     if result.get("error") and not result.get("train_s"):
         return f"{head} ERROR {result['error']}: {result.get('error_message', '')}"
     if not result.get("train_s"):
-        return f"{head} (no timed steps)"
+        first = result.get("compile_train_s")
+        return f"{head} no timed steps" + (f" (first step {first:.1f} s)" if first else "")
     train, predict = summary(result["train_s"]), summary(result["predict_s"])
     text = (
         f"{head} first {result['compile_train_s']:6.2f} s  train {1000 * train['median_s']:8.1f} "
@@ -1023,6 +1048,8 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
                 row.append("-")
             elif result.get("train"):
                 row.append(short_ms(result["train"]["median_s"]))
+            elif result.get("skipped"):
+                row.append(f"first step {result['compile_train_s']:.0f} s, not timed")
             else:
                 row.append("failed")
         lines.append("| " + " | ".join(row) + " |")
@@ -1061,8 +1088,10 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
             if "peak_rss_kib" in result:
                 increase = result["peak_rss_kib"] - result["rss_after_build_kib"]
                 peak_text = f"{result['peak_rss_kib'] / 1024:.0f} (+{increase / 1024:.0f})"
-            first = f"{result.get('compile_train_s', math.nan):.2f} / "
-            first += f"{result.get('compile_predict_s', math.nan):.2f}"
+            first = " / ".join(
+                f"{result[key]:.2f}" if key in result else "-"
+                for key in ("compile_train_s", "compile_predict_s")
+            )
             lines.append(
                 f"| {name} | {ms(train)} | {speedup(peer, result, 'train')} | {ms(predict)} "
                 f"| {speedup(peer, result, 'predict')} | {first} | {peak_text} "
