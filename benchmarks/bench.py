@@ -967,7 +967,12 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         + ", ".join(f"`{rel(p)}`" for p in json_paths)
         + ".",
         "",
-        f"- Date: {meta['date']} (UTC); total {meta.get('total_seconds', 0) / 60:.1f} min"
+        f"- Date: {meta['date']} (UTC); "
+        + (
+            f"total {meta['total_seconds'] / 60:.1f} min"
+            if meta.get("total_seconds")
+            else "stopped before the end: partial results"
+        )
         + (
             f", {meta['children_cpu_seconds'] / 60:.1f} min of CPU time in the benchmark's "
             "processes."
