@@ -1,0 +1,152 @@
+"""What every distributed example shares: a tiny LMU model, fixed data, a comparison.
+
+Each example trains the same model twice from the same initial weights on the same
+batches, once on one device and once distributed, and prints the largest absolute
+difference between the two sets of final weights. Only the model, data and
+comparison live here; each example imports Keras itself, after setting up its
+devices.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+#: Sequence length, input features, LMU order, hidden units and global batch size.
+STEPS, FEATURES, ORDER, UNITS, BATCH = 16, 3, 8, 8, 8
+#: Number of training batches (steps of the optimizer) in every run.
+TRAIN_STEPS = 4
+#: The two LMU forms, both with a trainable theta: memory in parallel (Dense hidden
+#: component), or step by step (SimpleRNNCell feeding back into the memory).
+PATHS = ("parallel", "recurrent")
+
+
+def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed regression data: ``TRAIN_STEPS`` global batches of ``BATCH`` sequences.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the NumPy generator.
+
+    Returns
+    -------
+    inputs : numpy.ndarray
+        float32, shape ``(TRAIN_STEPS * BATCH, STEPS, FEATURES)``.
+    targets : numpy.ndarray
+        float32, shape ``(TRAIN_STEPS * BATCH, 1)``.
+    """
+    rng = np.random.default_rng(seed)
+    inputs = rng.standard_normal((TRAIN_STEPS * BATCH, STEPS, FEATURES)).astype("float32")
+    targets = rng.standard_normal((TRAIN_STEPS * BATCH, 1)).astype("float32")
+    return inputs, targets
+
+
+def build_model(path: str, seed: int = 0):
+    """A float32 LMU regression model; the same seed gives the same initial weights.
+
+    Parameters
+    ----------
+    path : {"parallel", "recurrent"}
+        ``"parallel"``: ``LMU(hidden_cell=Dense, trainable_theta=True)``, whose
+        memory is computed in parallel. ``"recurrent"``: ``LMU(hidden_cell=SimpleRNNCell,
+        hidden_to_memory=True, trainable_theta=True)``, computed step by step.
+    seed : int
+        Seed of the initial weights.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``(STEPS, FEATURES)``, output ``(1,)``; the LMU layer is named "lmu"
+        and its hidden ``Dense`` (parallel path) "hidden".
+    """
+    import keras
+
+    import keras_lmu
+
+    keras.utils.set_random_seed(seed)
+    if path == "parallel":
+        hidden = keras.layers.Dense(UNITS, activation="tanh", name="hidden", dtype="float32")
+        lmu = keras_lmu.LMU(
+            memory_d=2,
+            order=ORDER,
+            theta=12.0,
+            hidden_cell=hidden,
+            trainable_theta=True,
+            name="lmu",
+            dtype="float32",
+        )
+    elif path == "recurrent":
+        hidden = keras.layers.SimpleRNNCell(UNITS, name="hidden", dtype="float32")
+        lmu = keras_lmu.LMU(
+            memory_d=1,
+            order=ORDER,
+            theta=12.0,
+            hidden_cell=hidden,
+            hidden_to_memory=True,
+            trainable_theta=True,
+            name="lmu",
+            dtype="float32",
+        )
+    else:
+        raise ValueError(f"path must be one of {PATHS}, not {path!r}")
+    inputs = keras.Input((STEPS, FEATURES), batch_size=None, dtype="float32")
+    outputs = keras.layers.Dense(1, name="head", dtype="float32")(lmu(inputs))
+    model = keras.Model(inputs, outputs)
+    assert lmu.uses_parallel_form() is (path == "parallel")
+    return model
+
+
+def weights_of(model) -> dict[str, np.ndarray]:
+    """Every weight of ``model`` as float64 NumPy arrays, keyed by its path.
+
+    The suffix that Keras adds to the name of an automatically named layer built a
+    second time in the same process ("lmu_feedforward_1") is dropped, so that the
+    weights of two builds of the same model have the same keys.
+    """
+    import keras
+
+    return {
+        re.sub(r"_\d+(?=/)", "", weight.path): np.asarray(
+            keras.ops.convert_to_numpy(weight), dtype=np.float64
+        )
+        for weight in model.weights
+    }
+
+
+def max_difference(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> float:
+    """Largest absolute difference between two sets of weights with the same paths."""
+    if sorted(first) != sorted(second):
+        raise ValueError(f"different weights: {sorted(first)} and {sorted(second)}")
+    return max(float(np.max(np.abs(first[name] - second[name]))) for name in first)
+
+
+def max_change(initial: dict[str, np.ndarray], final: dict[str, np.ndarray]) -> float:
+    """Largest absolute change of a weight in training: shows that training did move them."""
+    return max_difference(initial, final)
+
+
+def train(model, inputs: np.ndarray, targets: np.ndarray, optimizer: str = "adam") -> None:
+    """Train ``model`` for one epoch of ``TRAIN_STEPS`` batches, in order, with MSE.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Built by :func:`build_model` (inside a distribution's or strategy's scope
+        for a distributed run).
+    inputs, targets : numpy.ndarray
+        From :func:`make_data`.
+    optimizer : {"adam", "sgd"}
+        Adam with learning rate 0.01, or SGD with learning rate 0.1.
+    """
+    import keras
+
+    if optimizer == "adam":
+        chosen = keras.optimizers.Adam(learning_rate=0.01)
+    elif optimizer == "sgd":
+        chosen = keras.optimizers.SGD(learning_rate=0.1)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
+    model.compile(optimizer=chosen, loss="mse")
+    model.fit(inputs, targets, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
