@@ -1,0 +1,179 @@
+"""keras_lmu.nengo: the Legendre memory in Nengo, exact and with neurons; Keras models
+converted to Nengo; online learning of a delay with PES."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import DTYPE, TOLERANCE, assert_close
+
+nengo = pytest.importorskip(
+    "nengo", reason='Nengo is not installed (pip install "keras-lmu3[nengo]")'
+)
+
+import keras_lmu  # noqa: E402
+from keras_lmu import legendre  # noqa: E402
+from keras_lmu import nengo as lmu_nengo  # noqa: E402
+
+
+def simulate_memory(memory_network, signal, dt):
+    """Feed ``signal`` (steps, memory_d), one value per simulator step; probe the output."""
+    with nengo.Network() as network:
+        stimulus = nengo.Node(lambda t: signal[min(round(t / dt), len(signal)) - 1])
+        network.add(memory_network)
+        nengo.Connection(stimulus, memory_network.input, synapse=None)
+        probe = nengo.Probe(memory_network.output, synapse=None)
+    with nengo.Simulator(network, dt=dt, progress_bar=False) as simulator:
+        simulator.run_steps(len(signal))
+    return simulator.data[probe]
+
+
+@pytest.mark.parametrize("memory_d", [1, 2])
+def test_exact_memory_is_the_zoh_memory(memory_d):
+    order, theta, dt, steps = 12, 0.05, 0.001, 120
+    signal = np.random.default_rng(0).standard_normal((steps, memory_d))
+    memory = lmu_nengo.LMUMemory(order, theta, memory_d=memory_d, add_to_container=False)
+    nengo_memory = simulate_memory(memory, signal, dt)
+
+    A_bar, B_bar = legendre.discrete_system(order, theta / dt)
+    state = np.zeros((memory_d, order))
+    reference = []
+    for u in signal:
+        state = state @ A_bar.T + u[:, None] * B_bar
+        reference.append(state.reshape(-1))
+    np.testing.assert_allclose(nengo_memory, np.array(reference), rtol=0, atol=1e-12)
+
+
+def test_exact_memory_with_finer_simulator_steps_is_the_lmu_layer(exact_floatx):
+    """One Keras step = 10 simulator steps: the zoh steps compose into the layer's."""
+    steps, order = 30, 10
+    inputs = keras.Input((steps, 2))
+    lmu = keras_lmu.LMU(
+        memory_d=2, order=order, theta=17.5, hidden_cell=None, return_sequences=True
+    )
+    model = keras.Model(inputs, lmu(inputs))
+    x = np.random.default_rng(1).standard_normal((2, steps, 2)).astype(DTYPE)
+    network = lmu_nengo.from_keras(model, dt=0.01)
+    nengo_memory = lmu_nengo.run_sequences(network, x, sim_dt=0.001, return_sequences=True)
+    assert_close(nengo_memory, model.predict(x, verbose=0), tolerance=max(TOLERANCE, 1e-9))
+
+
+@pytest.fixture
+def psmnist_style_model(exact_floatx):
+    """20 steps, 1 input, LMU(order 8, theta 20, Dense(16, tanh)), Dense(10) logits,
+    trained for 2 epochs on 64 random sequences."""
+    steps, classes = 20, 10
+    rng = np.random.default_rng(2)
+    inputs = keras.Input((steps, 1))
+    lmu = keras_lmu.LMU(
+        memory_d=1,
+        order=8,
+        theta=steps,
+        hidden_cell=keras.layers.Dense(16, activation="tanh"),
+        use_bias=True,
+        seed=0,
+    )
+    logits = keras.layers.Dense(classes)(lmu(inputs))
+    model = keras.Model(inputs, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = rng.uniform(0, 1, (64, steps, 1)).astype(DTYPE)
+    y = rng.integers(0, classes, 64)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    return model, x[:4]
+
+
+def test_from_keras_gives_the_trained_models_logits(psmnist_style_model):
+    model, x = psmnist_style_model
+    network = lmu_nengo.from_keras(model, dt=0.001)
+    assert network.memory.theta == pytest.approx(20 * 0.001)
+    # measured: 6e-8 on JAX in float64 (the error of the Keras model's own last-step
+    # computation), 1e-7 in float32
+    assert_close(
+        lmu_nengo.run_sequences(network, x), model.predict(x, verbose=0), max(TOLERANCE, 1e-6)
+    )
+
+
+def test_from_keras_neural_memory_error_is_measured(psmnist_style_model):
+    model, x = psmnist_style_model
+    network = lmu_nengo.from_keras(
+        model, dt=0.05, neuron_type=nengo.LIF(), n_neurons=50, seed=0, readout_synapse=0.005
+    )
+    logits = lmu_nengo.run_sequences(network, x[:2], sim_dt=0.001)
+    reference = model.predict(x[:2], verbose=0)
+    error = lmu_nengo.normalized_rmse(logits, reference)
+    assert np.isfinite(error) and error < 1.0, error
+
+
+@pytest.mark.parametrize(
+    "make_model, message",
+    [
+        (
+            lambda i: keras.layers.Dense(3, activation="softmax")(
+                keras_lmu.LMU(1, 4, 10, hidden_cell=None)(i)
+            ),
+            "activation 'softmax'",
+        ),
+        (
+            lambda i: keras_lmu.LMU(1, 4, 10, hidden_cell=keras.layers.SimpleRNNCell(3))(i),
+            "SimpleRNNCell",
+        ),
+        (
+            lambda i: keras_lmu.LMU(
+                1, 4, 10, hidden_cell=keras.layers.Dense(3), hidden_to_memory=True
+            )(i),
+            "hidden_to_memory",
+        ),
+        (
+            lambda i: keras_lmu.LMU(1, 4, 10, hidden_cell=None, memory_to_memory=True)(i),
+            "memory_to_memory",
+        ),
+        (lambda i: keras.layers.Dense(3)(keras.layers.LSTM(4)(i)), "first layer is"),
+    ],
+)
+def test_from_keras_names_what_is_unsupported(make_model, message):
+    inputs = keras.Input((10, 2))
+    model = keras.Model(inputs, make_model(inputs))
+    with pytest.raises(ValueError, match=message):
+        lmu_nengo.from_keras(model)
+
+
+def neural_memory_error(n_neurons, seed=0):
+    """Normalized RMS error of a spiking memory against the exact one (white noise)."""
+    order, theta, duration = 6, 0.5, 1.5
+    with nengo.Network(seed=seed) as network:
+        signal = nengo.Node(nengo.processes.WhiteSignal(duration, high=2, rms=0.3, seed=seed))
+        exact = lmu_nengo.LMUMemory(order, theta)
+        neural = lmu_nengo.LMUMemory(order, theta, neuron_type=nengo.LIF(), n_neurons=n_neurons)
+        for memory in (exact, neural):
+            nengo.Connection(signal, memory.input, synapse=None)
+        probes = [nengo.Probe(m.output, synapse=0.01) for m in (exact, neural)]
+    with nengo.Simulator(network, progress_bar=False) as simulator:
+        simulator.run(duration)
+    after_window = simulator.trange() > theta
+    exact_memory, neural_memory = (simulator.data[p][after_window] for p in probes)
+    return lmu_nengo.normalized_rmse(neural_memory, exact_memory)
+
+
+def test_neural_memory_error_falls_with_more_neurons():
+    few, many = neural_memory_error(50), neural_memory_error(400)
+    # measured: about 0.15 with 50 LIF neurons per dimension, 0.04 with 400
+    assert many < 0.5 * few, (few, many)
+    assert many < 0.1, many
+
+
+def test_pes_learns_the_delay():
+    result = lmu_nengo.delay_task(nengo.LIF(), sim_time=20.0, seed=0)
+    # measured (seed 0): the error falls from 0.52 to 0.10 (5.1x) in 20 s
+    assert result.improvement > 3.0, (result.error_before, result.error_after)
+    assert result.error_after < 0.2, result.error_after
+
+
+def test_nengo_demo_help(capsys):
+    from keras_lmu import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["nengo-demo", "--help"])
+    assert exit_info.value.code == 0
+    assert "PES" in capsys.readouterr().out
