@@ -1,0 +1,99 @@
+"""Distributed training of LMU models gives the weights of one device's training.
+
+Each test runs an example of ``examples/distributed/`` in a fresh Python process (the
+devices must be set up before JAX or TensorFlow starts: simulated CPU devices, logical
+CPUs, or DDP processes), which trains tiny models (order 8, 16 steps, 4 batches of 8)
+once on one device and once distributed, and prints the largest difference of their
+final weights as JSON. docs/distributed.md has the commands and results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import pytest
+
+BACKEND = keras.backend.backend()
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples" / "distributed"
+#: Largest absolute difference allowed between a final weight trained on one device and
+#: distributed: float32 sums taken in another order, over 4 optimizer steps.
+TOLERANCE = 2e-5
+#: Smallest largest change of a weight in training: the runs did train.
+MIN_CHANGE = 1e-3
+
+
+def only_on(backend: str):
+    """Skip the test on every backend but ``backend``."""
+    return pytest.mark.skipif(
+        BACKEND != backend, reason=f"{backend}'s own distribution API (KERAS_BACKEND={backend})"
+    )
+
+
+def run_example(script: str, *arguments: str, timeout: int = 240) -> list[dict]:
+    """Run ``examples/distributed/SCRIPT --json ARGUMENTS``; return its JSON lines."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--json", *arguments],
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
+    return [json.loads(line) for line in lines]
+
+
+def assert_same_training(results: list[dict], paths=("parallel", "recurrent")) -> None:
+    """Every path ran, trained, and ended with the single device's weights."""
+    assert [result["path"] for result in results] == list(paths)
+    for result in results:
+        assert result["max_change"] > MIN_CHANGE, result
+        assert result["max_difference"] <= TOLERANCE, result
+
+
+@only_on("jax")
+def test_jax_data_parallel():
+    """keras.distribution.DataParallel on 2 simulated CPU devices, Adam."""
+    results = run_example("jax_data_parallel.py", "--devices", "2", "--optimizer", "adam")
+    assert_same_training(results)
+    assert all(result["devices"] == 2 and result["replicated_on"] == 2 for result in results)
+
+
+@only_on("jax")
+def test_jax_model_parallel():
+    """keras.distribution.ModelParallel: LMU and hidden kernels split over 2 devices, SGD."""
+    results = run_example("jax_model_parallel.py", "--mesh", "1", "2", "--optimizer", "sgd")
+    assert_same_training(results)
+    parallel, recurrent = results
+    assert sorted(name.split("/")[-1] for name in parallel["sharded"]) == [
+        "bias",
+        "kernel",
+        "kernel",
+    ]
+    assert sorted(name.split("/")[-1] for name in recurrent["sharded"]) == [
+        "bias",
+        "kernel",
+        "recurrent_kernel",
+    ]
+
+
+@only_on("tensorflow")
+def test_tf_mirrored_strategy():
+    """tf.distribute.MirroredStrategy over 2 logical CPU devices, Adam."""
+    results = run_example("tf_mirrored.py", "--replicas", "2", "--optimizer", "adam")
+    assert_same_training(results)
+    assert all(result["replicas"] == 2 for result in results)
+
+
+@only_on("torch")
+def test_torch_distributed_data_parallel():
+    """torch DistributedDataParallel, gloo, 2 local processes, plain PyTorch loop, Adam."""
+    results = run_example("torch_ddp.py", "--processes", "2", "--optimizer", "adam")
+    assert_same_training(results)
+    assert all(result["processes"] == 2 for result in results)
