@@ -1,0 +1,232 @@
+"""Multi-worker training of an LMU model with ``tf.distribute.MultiWorkerMirroredStrategy``.
+
+Each worker is a process (normally one per machine) that finds the cluster and its
+own place in it in the ``TF_CONFIG`` environment variable, for example on the second
+of two machines::
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:12345", "host1:12345"]},
+                "task": {"type": "worker", "index": 1}}' \\
+        KERAS_BACKEND=tensorflow python tf_multi_worker.py --worker --out weights
+
+Every worker runs the same script: the model is built inside the strategy's scope
+and trained by a TensorFlow loop in which each worker takes its share of every batch
+(``model.fit`` fails with this strategy in Keras 3.15: see ``train_custom_loop``). Without
+``--worker``, this script stands in for a cluster on one machine: it starts two
+worker processes on free localhost ports, trains the same model on one device
+itself, and prints the largest difference of the final weights::
+
+    KERAS_BACKEND=tensorflow python examples/distributed/tf_multi_worker.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_custom_loop(model, strategy, inputs, targets, optimizer: str, shard) -> None:
+    """Train ``model`` with a TensorFlow loop: each worker on its share of every batch.
+
+    ``model.fit`` cannot be used with ``MultiWorkerMirroredStrategy`` in Keras 3.15
+    (before the first step, ``fit`` reduces a batch with ``strategy.reduce("MEAN",
+    ...)``, which fails: "Attempt to convert a value (PerReplica:{...}) with an
+    unsupported type (<class '...PerReplica'>) to a Tensor"). Each worker's loss is
+    its sum of squared errors divided by the global batch size; the Keras optimizer
+    sums the workers' gradients (an all-reduce) in ``apply_gradients``, so the update
+    is that of the mean squared error over the whole batch.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Built inside ``strategy.scope()``.
+    strategy : tf.distribute.Strategy
+        The strategy, one replica per worker.
+    inputs, targets : numpy.ndarray
+        Every global batch, from ``common.make_data``.
+    optimizer : {"adam", "sgd"}
+        As in ``common.train``.
+    shard : tuple of int
+        ``(index, workers)``: this worker's place, and how many there are.
+    """
+    import common
+    import keras
+    import tensorflow as tf
+
+    with strategy.scope():
+        if optimizer == "adam":
+            chosen = keras.optimizers.Adam(learning_rate=0.01)
+        else:
+            chosen = keras.optimizers.SGD(learning_rate=0.002)
+        chosen.build(model.trainable_variables)
+
+    def replica_step(batch_inputs, batch_targets):
+        with tf.GradientTape() as tape:
+            predictions = model(batch_inputs, training=True)
+            loss = tf.reduce_sum((predictions - batch_targets) ** 2) / common.BATCH
+        gradients = tape.gradient(loss, model.trainable_variables)
+        chosen.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+
+    @tf.function
+    def step(batch_inputs, batch_targets):
+        strategy.run(replica_step, args=(batch_inputs, batch_targets))
+
+    index, workers = shard
+    share = common.BATCH // workers
+    for batch in range(common.TRAIN_STEPS):
+        start = batch * common.BATCH + index * share
+        step(
+            tf.constant(inputs[start : start + share]),
+            tf.constant(targets[start : start + share]),
+        )
+
+
+def run_worker(path: str, optimizer: str, out: str, loop: str = "custom") -> None:
+    """Train as one worker of the cluster in ``TF_CONFIG``; the chief (index 0) saves
+    the final weights to ``out/PATH.npz``.
+
+    ``loop="fit"`` trains with ``model.fit`` instead of :func:`train_custom_loop`: with
+    two workers or more, it fails in Keras 3.15 (see :func:`train_custom_loop`).
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import common
+    import numpy as np
+    import tensorflow as tf
+
+    config = json.loads(os.environ["TF_CONFIG"])
+    shard = (config["task"]["index"], len(config["cluster"]["worker"]))
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    inputs, targets = common.make_data()
+    with strategy.scope():
+        model = common.build_model(path)
+    if loop == "fit":
+        with strategy.scope():
+            common.train(model, inputs, targets, optimizer)
+    else:
+        train_custom_loop(model, strategy, inputs, targets, optimizer, shard)
+    weights = common.weights_of(model)
+    if shard[0] == 0:
+        np.savez(os.path.join(out, f"{path}.npz"), **weights)
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def compare(
+    path: str, optimizer: str, workers: int = 2, timeout: float = 300, loop: str = "custom"
+) -> dict:
+    """Train with ``workers`` local worker processes, then on one device; compare.
+
+    Parameters
+    ----------
+    path : {"parallel", "recurrent"}
+        Which LMU form (see ``common.build_model``).
+    optimizer : {"adam", "sgd"}
+        The optimizer of both runs.
+    workers : int
+        Worker processes, on localhost ports.
+    timeout : float
+        Seconds the workers may take.
+    loop : {"custom", "fit"}
+        How the workers train (see :func:`run_worker`).
+
+    Returns
+    -------
+    dict
+        ``max_difference`` (largest absolute difference of a final weight between the
+        two runs), ``max_change`` (largest change of a weight in training) and
+        ``workers``.
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as out:
+        cluster = {"worker": [f"localhost:{port}" for port in _free_ports(workers)]}
+        processes = []
+        for index in range(workers):
+            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            environment = {
+                **os.environ,
+                "TF_CONFIG": json.dumps(config),
+                "KERAS_BACKEND": "tensorflow",
+            }
+            command = [sys.executable, os.path.abspath(__file__), "--worker", "--out", out]
+            command += ["--path", path, "--optimizer", optimizer, "--loop", loop]
+            processes.append(
+                subprocess.Popen(
+                    command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+            )
+        logs = []
+        try:
+            for process in processes:
+                logs.append(process.communicate(timeout=timeout)[0].decode(errors="replace"))
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+        for process, log in zip(processes, logs, strict=True):
+            if process.returncode != 0:
+                raise RuntimeError(f"a worker failed ({process.returncode}):\n{log[-4000:]}")
+        with np.load(os.path.join(out, f"{path}.npz")) as saved:
+            distributed_weights = dict(saved)
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import common
+
+    inputs, targets = common.make_data()
+    single = common.build_model(path)
+    initial = common.weights_of(single)
+    common.train(single, inputs, targets, optimizer)
+    single_weights = common.weights_of(single)
+    return {
+        "path": path,
+        "optimizer": optimizer,
+        "workers": workers,
+        "max_change": common.max_change(initial, single_weights),
+        "max_difference": common.max_difference(single_weights, distributed_weights),
+    }
+
+
+def main() -> None:
+    """Command line: a worker (``--worker``), or the local two-worker comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", choices=("parallel", "recurrent"), default="parallel")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--worker", action="store_true", help="run as a worker of TF_CONFIG")
+    parser.add_argument("--out", help="folder for the chief's weights (with --worker)")
+    parser.add_argument("--workers", type=int, default=2, help="local workers to start")
+    parser.add_argument(
+        "--loop", choices=("custom", "fit"), default="custom", help="fit fails in Keras 3.15"
+    )
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    arguments = parser.parse_args()
+    if arguments.worker:
+        run_worker(arguments.path, arguments.optimizer, arguments.out, arguments.loop)
+        return
+    result = compare(arguments.path, arguments.optimizer, arguments.workers, loop=arguments.loop)
+    if arguments.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{arguments.path} ({arguments.optimizer}, {result['workers']} workers): max "
+            f"weight difference vs one device {result['max_difference']:.3g} (weights "
+            f"moved up to {result['max_change']:.3g} in training)"
+        )
+
+
+if __name__ == "__main__":
+    main()
