@@ -1,0 +1,186 @@
+"""Data-parallel training of an LMU model over several JAX processes (several hosts).
+
+Each process (normally one per machine) calls ``keras.distribution.initialize``
+with the coordinator's address, the number of processes and its own index, then
+trains under ``keras.distribution.DataParallel`` over the devices of every process,
+feeding ``model.fit`` its own share of every global batch. On two machines::
+
+    # on host0 (the coordinator) and host1, with INDEX 0 and 1:
+    KERAS_BACKEND=jax python jax_multi_process.py --process INDEX --processes 2 \\
+        --coordinator host0:12345 --out weights
+
+(``keras.distribution.initialize`` calls ``jax.distributed.initialize``; on a
+cluster that JAX recognises, such as Slurm or Cloud TPU, it needs no arguments.)
+Without ``--process``, this script stands in for two hosts on one machine: it starts
+two processes with one CPU device each on a free localhost port, trains the same
+model on one device itself, and prints the largest difference of the final
+weights::
+
+    KERAS_BACKEND=jax python examples/distributed/jax_multi_process.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_process(
+    index: int, processes: int, coordinator: str, path: str, optimizer: str, out: str
+) -> None:
+    """Train as process ``index`` of ``processes``; process 0 saves the final weights
+    to ``out/PATH.npz``."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import jax
+
+    # CPU devices of different processes reach each other through gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    import common
+    import keras
+    import numpy as np
+
+    keras.distribution.initialize(
+        job_addresses=coordinator, num_processes=processes, process_id=index
+    )
+    # The data is given to fit already split: each process passes its own share.
+    distribution = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+    inputs, targets = common.make_data()
+    # This process's share of every global batch, in order: fit's batches of
+    # BATCH / processes rows, taken together across processes, are the global ones.
+    share = common.BATCH // processes
+    rows = np.concatenate(
+        [
+            np.arange(start + index * share, start + (index + 1) * share)
+            for start in range(0, len(inputs), common.BATCH)
+        ]
+    )
+    with distribution.scope():
+        model = common.build_model(path)
+        chosen = (
+            keras.optimizers.Adam(learning_rate=0.01)
+            if optimizer == "adam"
+            else keras.optimizers.SGD(learning_rate=0.002)
+        )
+        model.compile(optimizer=chosen, loss="mse")
+        model.fit(inputs[rows], targets[rows], batch_size=share, epochs=1, shuffle=False, verbose=0)
+    weights = common.weights_of(model)
+    if index == 0:
+        np.savez(os.path.join(out, f"{path}.npz"), **weights)
+    jax.distributed.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def compare(path: str, optimizer: str, processes: int = 2, timeout: float = 300) -> dict:
+    """Train with ``processes`` local JAX processes, then on one device; compare.
+
+    Parameters
+    ----------
+    path : {"parallel", "recurrent"}
+        Which LMU form (see ``common.build_model``).
+    optimizer : {"adam", "sgd"}
+        The optimizer of both runs.
+    processes : int
+        JAX processes, one CPU device each.
+    timeout : float
+        Seconds the processes may take.
+
+    Returns
+    -------
+    dict
+        ``max_difference`` (largest absolute difference of a final weight between the
+        two runs), ``max_change`` (largest change of a weight in training) and
+        ``processes``.
+    """
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as out:
+        coordinator = f"localhost:{_free_port()}"
+        environment = {**os.environ, "KERAS_BACKEND": "jax"}
+        environment.pop("XLA_FLAGS", None)
+        started = []
+        for index in range(processes):
+            command = [sys.executable, os.path.abspath(__file__), "--process", str(index)]
+            command += ["--processes", str(processes), "--coordinator", coordinator]
+            command += ["--path", path, "--optimizer", optimizer, "--out", out]
+            started.append(
+                subprocess.Popen(
+                    command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+            )
+        logs = []
+        try:
+            for process in started:
+                logs.append(process.communicate(timeout=timeout)[0].decode(errors="replace"))
+        finally:
+            for process in started:
+                if process.poll() is None:
+                    process.kill()
+        for process, log in zip(started, logs, strict=True):
+            if process.returncode != 0:
+                raise RuntimeError(f"a process failed ({process.returncode}):\n{log[-4000:]}")
+        with np.load(os.path.join(out, f"{path}.npz")) as saved:
+            distributed_weights = dict(saved)
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import common
+
+    inputs, targets = common.make_data()
+    single = common.build_model(path)
+    initial = common.weights_of(single)
+    common.train(single, inputs, targets, optimizer)
+    single_weights = common.weights_of(single)
+    return {
+        "path": path,
+        "optimizer": optimizer,
+        "processes": processes,
+        "max_change": common.max_change(initial, single_weights),
+        "max_difference": common.max_difference(single_weights, distributed_weights),
+    }
+
+
+def main() -> None:
+    """Command line: one process (``--process``), or the local comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", choices=("parallel", "recurrent"), default="parallel")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--process", type=int, help="this process's index (0 coordinates)")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--coordinator", help="host:port of process 0 (with --process)")
+    parser.add_argument("--out", help="folder for process 0's weights (with --process)")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    arguments = parser.parse_args()
+    if arguments.process is not None:
+        run_process(
+            arguments.process,
+            arguments.processes,
+            arguments.coordinator,
+            arguments.path,
+            arguments.optimizer,
+            arguments.out,
+        )
+        return
+    result = compare(arguments.path, arguments.optimizer, arguments.processes)
+    if arguments.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{arguments.path} ({arguments.optimizer}, {result['processes']} processes): max "
+            f"weight difference vs one device {result['max_difference']:.3g} (weights "
+            f"moved up to {result['max_change']:.3g} in training)"
+        )
+
+
+if __name__ == "__main__":
+    main()
