@@ -83,6 +83,26 @@ def test_jax_model_parallel():
     ]
 
 
+@only_on("jax")
+def test_jax_two_processes():
+    """keras.distribution.initialize: 2 local JAX processes, one CPU device each, as
+    two hosts would run; DataParallel over both, each feeding its share of a batch."""
+    (result,) = run_example("jax_multi_process.py", "--path", "parallel", "--optimizer", "adam")
+    assert_same_training([result], paths=("parallel",))
+    assert result["processes"] == 2
+
+
+@only_on("tensorflow")
+def test_tf_multi_worker_two_processes():
+    """MultiWorkerMirroredStrategy: 2 local workers from TF_CONFIG on localhost ports,
+    custom training loop (model.fit fails with this strategy in Keras 3.15)."""
+    (result,) = run_example(
+        "tf_multi_worker.py", "--path", "recurrent", "--optimizer", "sgd", "--loop", "custom"
+    )
+    assert_same_training([result], paths=("recurrent",))
+    assert result["workers"] == 2
+
+
 @only_on("tensorflow")
 def test_tf_mirrored_strategy():
     """tf.distribute.MirroredStrategy over 2 logical CPU devices, Adam."""
