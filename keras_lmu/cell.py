@@ -20,6 +20,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         u_t = kernel^T [x_t; h_{t-1} if hidden_to_memory]
               (+ recurrent_kernel^T s_{t-1} if memory_to_memory) (+ bias)
         m_t[d] = A_bar m_{t-1}[d] + B_bar u_t[d]            for d < memory_d
+               (computed as m_{t-1}[d] + ((A_bar - I) m_{t-1}[d] + B_bar u_t[d]))
         h_t, hidden_states = hidden_cell([s_t; x_t if input_to_hidden], hidden_states)
 
     where ``s_t`` is the flattened memory ``[m_t[0], ..., m_t[memory_d - 1]]``
@@ -156,7 +157,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         if not self.has_trainable_system:
             yield
             return
-        object.__setattr__(self, "_sequence_system", self.discrete_system())
+        object.__setattr__(self, "_sequence_system", self.step_system())
         try:
             yield
         finally:
@@ -183,9 +184,11 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                 )
             recurrent_kernel = ops.cast(self.recurrent_kernel, self.memory_dtype)
             u = u + ops.einsum("bk,kd->bd", memory_input, recurrent_kernel)
-        A_bar, B_bar = self._sequence_system or self.discrete_system()
+        step_matrix, B_bar = self._sequence_system or self.step_system()
         memory = ops.reshape(memory, (-1, self.memory_d, self.order))
-        memory = ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
+        memory = memory + (
+            ops.einsum("bdj,ij->bdi", memory, step_matrix) + ops.expand_dims(u, -1) * B_bar
+        )
         memory = ops.reshape(memory, (-1, self.memory_d * self.order))
         dtype = self.compute_dtype
         output, hidden_states = self._hidden_step(

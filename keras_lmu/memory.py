@@ -79,6 +79,7 @@ class LegendreMemory(keras.layers.Layer):
         self.kernel = self.bias = self.theta_inv = self.recurrent_kernel = None
         self.A = self.B = None
         self._fixed_system = None
+        self._fixed_step_system = None
 
     # -- the hidden component ---------------------------------------------------
 
@@ -189,6 +190,8 @@ class LegendreMemory(keras.layers.Layer):
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer
             )
+            A_bar, B_bar = self._fixed_system
+            self._fixed_step_system = (A_bar - np.eye(self.order), B_bar)
 
     @property
     def has_trainable_system(self) -> bool:
@@ -223,6 +226,22 @@ class LegendreMemory(keras.layers.Layer):
         else:
             theta_inv = ops.convert_to_tensor(1.0 / self._init_theta, dtype)
         return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
+
+    def step_system(self):
+        """``(A_bar - I, B_bar)``, the step ``m_t = m_{t-1} + ((A_bar - I) m_{t-1} + B_bar u_t)``.
+
+        A long window makes ``A_bar`` close to the identity: stepping with ``A_bar``
+        rounded to float32 loses most digits of its small difference from ``I``, which
+        compound over the steps. For a fixed memory, ``A_bar - I`` is computed in
+        float64 and rounded once, so that the step-by-step memory keeps the accuracy
+        of its parallel forms.
+        """
+        dtype = self.memory_dtype
+        if self._fixed_system is not None:
+            step_matrix, B_bar = self._fixed_step_system
+            return ops.convert_to_tensor(step_matrix, dtype), ops.convert_to_tensor(B_bar, dtype)
+        A_bar, B_bar = self.discrete_system()
+        return A_bar - ops.eye(self.order, dtype=dtype), B_bar
 
     def encode(self, inputs):
         """``inputs @ kernel (+ bias)``, the memory's input that is not recurrent, in the
