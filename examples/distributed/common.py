@@ -9,7 +9,10 @@ devices.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
 
 import numpy as np
 
@@ -151,3 +154,69 @@ def train(model, inputs: np.ndarray, targets: np.ndarray, optimizer: str = "adam
         raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}")
     model.compile(optimizer=chosen, loss="mse")
     model.fit(inputs, targets, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on localhost right now."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def run_local_processes(
+    commands: list[list[str]], environments: list[dict], timeout: float, role: str = "process"
+) -> None:
+    """Start one process per command (with its environment) and wait for all of them.
+
+    Raises
+    ------
+    RuntimeError
+        When a process fails: its exit status and the end of its output.
+    """
+    started = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for command, environment in zip(commands, environments, strict=True)
+    ]
+    logs = []
+    try:
+        for process in started:
+            logs.append(process.communicate(timeout=timeout)[0].decode(errors="replace"))
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+    for process, log in zip(started, logs, strict=True):
+        if process.returncode != 0:
+            raise RuntimeError(f"a {role} failed ({process.returncode}):\n{log[-4000:]}")
+
+
+def compare_with_one_device(path: str, optimizer: str, out: str) -> dict:
+    """Train ``path``'s model on one device; compare with the weights saved in ``out``.
+
+    The distributed run saved its final weights to ``out/<path>.npz``.
+
+    Returns
+    -------
+    dict
+        ``path``, ``optimizer``, ``max_difference`` (largest absolute difference of a
+        final weight between the two runs) and ``max_change`` (largest change of a
+        weight in training).
+    """
+    with np.load(os.path.join(out, f"{path}.npz")) as saved:
+        distributed_weights = dict(saved)
+    inputs, targets = make_data()
+    single = build_model(path)
+    initial = weights_of(single)
+    train(single, inputs, targets, optimizer)
+    single_weights = weights_of(single)
+    return {
+        "path": path,
+        "optimizer": optimizer,
+        "max_change": max_change(initial, single_weights),
+        "max_difference": max_difference(single_weights, distributed_weights),
+    }

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
@@ -76,12 +74,6 @@ def run_process(
     jax.distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def compare(path: str, optimizer: str, processes: int = 2, timeout: float = 300) -> dict:
     """Train with ``processes`` local JAX processes, then on one device; compare.
 
@@ -103,51 +95,21 @@ def compare(path: str, optimizer: str, processes: int = 2, timeout: float = 300)
         two runs), ``max_change`` (largest change of a weight in training) and
         ``processes``.
     """
-    import numpy as np
-
-    with tempfile.TemporaryDirectory() as out:
-        coordinator = f"localhost:{_free_port()}"
-        environment = {**os.environ, "KERAS_BACKEND": "jax"}
-        environment.pop("XLA_FLAGS", None)
-        started = []
-        for index in range(processes):
-            command = [sys.executable, os.path.abspath(__file__), "--process", str(index)]
-            command += ["--processes", str(processes), "--coordinator", coordinator]
-            command += ["--path", path, "--optimizer", optimizer, "--out", out]
-            started.append(
-                subprocess.Popen(
-                    command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
-        logs = []
-        try:
-            for process in started:
-                logs.append(process.communicate(timeout=timeout)[0].decode(errors="replace"))
-        finally:
-            for process in started:
-                if process.poll() is None:
-                    process.kill()
-        for process, log in zip(started, logs, strict=True):
-            if process.returncode != 0:
-                raise RuntimeError(f"a process failed ({process.returncode}):\n{log[-4000:]}")
-        with np.load(os.path.join(out, f"{path}.npz")) as saved:
-            distributed_weights = dict(saved)
 
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import common
 
-    inputs, targets = common.make_data()
-    single = common.build_model(path)
-    initial = common.weights_of(single)
-    common.train(single, inputs, targets, optimizer)
-    single_weights = common.weights_of(single)
-    return {
-        "path": path,
-        "optimizer": optimizer,
-        "processes": processes,
-        "max_change": common.max_change(initial, single_weights),
-        "max_difference": common.max_difference(single_weights, distributed_weights),
-    }
+    with tempfile.TemporaryDirectory() as out:
+        coordinator = f"localhost:{common.free_ports(1)[0]}"
+        environment = {**os.environ, "KERAS_BACKEND": "jax"}
+        environment.pop("XLA_FLAGS", None)
+        commands = []
+        for index in range(processes):
+            command = [sys.executable, os.path.abspath(__file__), "--process", str(index)]
+            command += ["--processes", str(processes), "--coordinator", coordinator]
+            commands.append(command + ["--path", path, "--optimizer", optimizer, "--out", out])
+        common.run_local_processes(commands, [environment] * processes, timeout)
+        return {**common.compare_with_one_device(path, optimizer, out), "processes": processes}
 
 
 def main() -> None:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 
@@ -115,17 +113,6 @@ def run_worker(path: str, optimizer: str, out: str, loop: str = "custom") -> Non
         np.savez(os.path.join(out, f"{path}.npz"), **weights)
 
 
-def _free_ports(count: int) -> list[int]:
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def compare(
     path: str, optimizer: str, workers: int = 2, timeout: float = 300, loop: str = "custom"
 ) -> dict:
@@ -151,54 +138,22 @@ def compare(
         two runs), ``max_change`` (largest change of a weight in training) and
         ``workers``.
     """
-    import numpy as np
-
-    with tempfile.TemporaryDirectory() as out:
-        cluster = {"worker": [f"localhost:{port}" for port in _free_ports(workers)]}
-        processes = []
-        for index in range(workers):
-            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            environment = {
-                **os.environ,
-                "TF_CONFIG": json.dumps(config),
-                "KERAS_BACKEND": "tensorflow",
-            }
-            command = [sys.executable, os.path.abspath(__file__), "--worker", "--out", out]
-            command += ["--path", path, "--optimizer", optimizer, "--loop", loop]
-            processes.append(
-                subprocess.Popen(
-                    command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
-        logs = []
-        try:
-            for process in processes:
-                logs.append(process.communicate(timeout=timeout)[0].decode(errors="replace"))
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-        for process, log in zip(processes, logs, strict=True):
-            if process.returncode != 0:
-                raise RuntimeError(f"a worker failed ({process.returncode}):\n{log[-4000:]}")
-        with np.load(os.path.join(out, f"{path}.npz")) as saved:
-            distributed_weights = dict(saved)
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import common
 
-    inputs, targets = common.make_data()
-    single = common.build_model(path)
-    initial = common.weights_of(single)
-    common.train(single, inputs, targets, optimizer)
-    single_weights = common.weights_of(single)
-    return {
-        "path": path,
-        "optimizer": optimizer,
-        "workers": workers,
-        "max_change": common.max_change(initial, single_weights),
-        "max_difference": common.max_difference(single_weights, distributed_weights),
-    }
+    with tempfile.TemporaryDirectory() as out:
+        cluster = {"worker": [f"localhost:{port}" for port in common.free_ports(workers)]}
+        commands, environments = [], []
+        for index in range(workers):
+            config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            environments.append(
+                {**os.environ, "TF_CONFIG": json.dumps(config), "KERAS_BACKEND": "tensorflow"}
+            )
+            command = [sys.executable, os.path.abspath(__file__), "--worker", "--out", out]
+            commands.append(command + ["--path", path, "--optimizer", optimizer, "--loop", loop])
+        common.run_local_processes(commands, environments, timeout, role="worker")
+        return {**common.compare_with_one_device(path, optimizer, out), "workers": workers}
 
 
 def main() -> None:
