@@ -57,7 +57,7 @@ def test_help_on_every_level(argv, usage, capsys):
     "argv, message",
     [
         (["psmnist"], "required: COMMAND"),
-        (["psmnist", "train", "--model", "lstm"], "--model: invalid choice: 'lstm'"),
+        (["psmnist", "train", "--model", "gru"], "--model: invalid choice: 'gru'"),
         (["psmnist", "train", "--dropout", "1.5"], "--dropout: expected a number in [0, 1)"),
         (["psmnist", "train", "--epochs", "0"], "--epochs: expected a positive integer"),
         (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
