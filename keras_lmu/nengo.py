@@ -368,7 +368,8 @@ def _model_layers(model) -> list:
             )
     if model.outputs[0] is not layers[-1].output:
         raise ValueError("from_keras converts models whose output is their last layer's")
-    return layers
+    # Dropout passes its input on unchanged at inference: there is nothing to convert.
+    return [layer for layer in layers if not isinstance(layer, keras.layers.Dropout)]
 
 
 def read_keras_model(model_or_layer) -> KerasLMUSpec:
@@ -377,7 +378,8 @@ def read_keras_model(model_or_layer) -> KerasLMUSpec:
     Supported: a built ``keras_lmu.LMU`` with any ``memory_d``, ``hidden_cell`` a
     ``keras.layers.Dense`` or None, ``input_to_hidden`` either way, no
     ``hidden_to_memory``, no ``memory_to_memory``, not ``go_backwards`` nor
-    ``return_state``; then any number of ``Dense`` layers. Every ``Dense`` must use
+    ``return_state``; then any number of ``Dense`` layers, with ``Dropout`` layers
+    anywhere between them (identities at inference). Every ``Dense`` must use
     the activation ``linear``, ``relu`` or ``tanh``. Trained ``theta``, ``A`` and ``B``
     are read from the weights.
 

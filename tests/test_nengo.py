@@ -1,6 +1,9 @@
 """keras_lmu.nengo: the Legendre memory in Nengo, exact and with neurons; Keras models
 converted to Nengo; online learning of a delay with PES."""
 
+import os
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ nengo = pytest.importorskip(
 import keras_lmu  # noqa: E402
 from keras_lmu import legendre  # noqa: E402
 from keras_lmu import nengo as lmu_nengo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def simulate_memory(memory_network, signal, dt):
@@ -93,6 +98,26 @@ def test_from_keras_gives_the_trained_models_logits(psmnist_style_model):
     assert_close(
         lmu_nengo.run_sequences(network, x), model.predict(x, verbose=0), max(TOLERANCE, 1e-6)
     )
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KERAS_LMU_DATA"),
+    reason="KERAS_LMU_DATA is not set: this test reads real MNIST ($KERAS_LMU_DATA/mnist.npz)",
+)
+def test_from_keras_runs_the_shipped_psmnist_model_on_test_digits():
+    """models/psmnist.keras (LMU of order 512 over 784 pixels, then Dense and Dropout
+    layers) in Nengo, with the exact memory: Keras's logits on three test digits."""
+    from keras_lmu.datasets import load_psmnist
+
+    _, _, (x_test, _) = load_psmnist()
+    x = x_test[:3]
+    model = keras.saving.load_model(ROOT / "models" / "psmnist.keras")
+    network = lmu_nengo.from_keras(model, dt=0.001)
+    logits = lmu_nengo.run_sequences(network, x)
+    expected = model.predict(x, verbose=0)
+    # the float32 Keras model against the float64 simulation
+    assert_close(logits, expected, tolerance=1e-4)
+    assert (np.argmax(logits, -1) == np.argmax(expected, -1)).all()
 
 
 def test_from_keras_neural_memory_error_is_measured(psmnist_style_model):
