@@ -148,7 +148,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
 
     @contextlib.contextmanager
     def discretized_once(self):
-        """Within this context, every step reuses one ``(A_bar, B_bar)`` computed here.
+        """Within this context, every step reuses one ``(A_bar - I, B_bar)`` computed here.
 
         With a trainable theta, A or B the discretization (a matrix exponential for
         zoh) depends on weights only, not on the step: a loop over a sequence
