@@ -195,10 +195,26 @@ def run_local_processes(
             raise RuntimeError(f"a {role} failed ({process.returncode}):\n{log[-4000:]}")
 
 
-def compare_with_one_device(path: str, optimizer: str, out: str) -> dict:
-    """Train ``path``'s model on one device; compare with the weights saved in ``out``.
+def train_on_one_device(path: str, optimizer: str) -> tuple[dict, dict]:
+    """The initial and final weights of ``path``'s model trained on one device."""
+    inputs, targets = make_data()
+    model = build_model(path)
+    initial = weights_of(model)
+    train(model, inputs, targets, optimizer)
+    return initial, weights_of(model)
 
-    The distributed run saved its final weights to ``out/<path>.npz``.
+
+def comparison(path: str, optimizer: str, one_device: tuple[dict, dict], distributed: dict) -> dict:
+    """Compare the final weights of a distributed run with those of one device.
+
+    Parameters
+    ----------
+    path, optimizer : str
+        The run's model and optimizer.
+    one_device : tuple of dict
+        Initial and final weights on one device (:func:`train_on_one_device`).
+    distributed : dict
+        Final weights of the distributed run (:func:`weights_of`).
 
     Returns
     -------
@@ -207,16 +223,21 @@ def compare_with_one_device(path: str, optimizer: str, out: str) -> dict:
         final weight between the two runs) and ``max_change`` (largest change of a
         weight in training).
     """
-    with np.load(os.path.join(out, f"{path}.npz")) as saved:
-        distributed_weights = dict(saved)
-    inputs, targets = make_data()
-    single = build_model(path)
-    initial = weights_of(single)
-    train(single, inputs, targets, optimizer)
-    single_weights = weights_of(single)
+    initial, final = one_device
     return {
         "path": path,
         "optimizer": optimizer,
-        "max_change": max_change(initial, single_weights),
-        "max_difference": max_difference(single_weights, distributed_weights),
+        "max_change": max_change(initial, final),
+        "max_difference": max_difference(final, distributed),
     }
+
+
+def compare_with_one_device(path: str, optimizer: str, out: str) -> dict:
+    """Train ``path``'s model on one device; compare with the weights saved in ``out``.
+
+    The distributed run saved its final weights to ``out/<path>.npz``; returns
+    :func:`comparison`'s dict.
+    """
+    with np.load(os.path.join(out, f"{path}.npz")) as saved:
+        distributed = dict(saved)
+    return comparison(path, optimizer, train_on_one_device(path, optimizer), distributed)

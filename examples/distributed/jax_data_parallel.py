@@ -58,11 +58,7 @@ def compare(path: str, optimizer: str) -> dict:
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"needs KERAS_BACKEND=jax, not {keras.backend.backend()}")
     inputs, targets = common.make_data()
-
-    single = common.build_model(path)
-    initial = common.weights_of(single)
-    common.train(single, inputs, targets, optimizer)
-    single_weights = common.weights_of(single)
+    one_device = common.train_on_one_device(path, optimizer)
 
     devices = jax.devices()
     distribution = keras.distribution.DataParallel(devices=devices)
@@ -70,14 +66,10 @@ def compare(path: str, optimizer: str) -> dict:
         distributed = common.build_model(path)
         common.train(distributed, inputs, targets, optimizer)
     replicated_on = min(len(weight.value.sharding.device_set) for weight in distributed.weights)
-    distributed_weights = common.weights_of(distributed)
     return {
-        "path": path,
-        "optimizer": optimizer,
+        **common.comparison(path, optimizer, one_device, common.weights_of(distributed)),
         "devices": len(devices),
         "replicated_on": replicated_on,
-        "max_change": common.max_change(initial, single_weights),
-        "max_difference": common.max_difference(single_weights, distributed_weights),
     }
 
 

@@ -84,11 +84,7 @@ def compare(path: str, optimizer: str, mesh_shape: tuple[int, int] = (1, 2)) -> 
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"needs KERAS_BACKEND=jax, not {keras.backend.backend()}")
     inputs, targets = common.make_data()
-
-    single = common.build_model(path)
-    initial = common.weights_of(single)
-    common.train(single, inputs, targets, optimizer)
-    single_weights = common.weights_of(single)
+    one_device = common.train_on_one_device(path, optimizer)
 
     devices = jax.devices()[: mesh_shape[0] * mesh_shape[1]]
     mesh = keras.distribution.DeviceMesh(
@@ -107,12 +103,9 @@ def compare(path: str, optimizer: str, mesh_shape: tuple[int, int] = (1, 2)) -> 
         if "model" in str(weight.value.sharding.spec)
     }
     return {
-        "path": path,
-        "optimizer": optimizer,
+        **common.comparison(path, optimizer, one_device, common.weights_of(distributed)),
         "mesh": list(mesh_shape),
         "sharded": sharded,
-        "max_change": common.max_change(initial, single_weights),
-        "max_difference": common.max_difference(single_weights, common.weights_of(distributed)),
     }
 
 

@@ -66,21 +66,14 @@ def compare(path: str, optimizer: str, strategy) -> dict:
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
     inputs, targets = common.make_data()
-
-    single = common.build_model(path)
-    initial = common.weights_of(single)
-    common.train(single, inputs, targets, optimizer)
-    single_weights = common.weights_of(single)
+    one_device = common.train_on_one_device(path, optimizer)
 
     with strategy.scope():
         mirrored = common.build_model(path)
         common.train(mirrored, inputs, targets, optimizer)
     return {
-        "path": path,
-        "optimizer": optimizer,
+        **common.comparison(path, optimizer, one_device, common.weights_of(mirrored)),
         "replicas": strategy.num_replicas_in_sync,
-        "max_change": common.max_change(initial, single_weights),
-        "max_difference": common.max_difference(single_weights, common.weights_of(mirrored)),
     }
 
 

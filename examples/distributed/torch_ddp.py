@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 
@@ -95,12 +94,6 @@ def _worker(
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def compare(paths: list[str], optimizer: str, processes: int = 2) -> list[dict]:
     """Train in one process on whole batches, then with DDP; return the comparisons.
 
@@ -132,7 +125,7 @@ def compare(paths: list[str], optimizer: str, processes: int = 2) -> list[dict]:
     inputs, targets = common.make_data()
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        address = f"tcp://127.0.0.1:{_free_port()}"
+        address = f"tcp://127.0.0.1:{common.free_ports(1)[0]}"
         torch.multiprocessing.spawn(
             _worker, args=(processes, address, list(paths), optimizer, folder), nprocs=processes
         )
@@ -143,13 +136,11 @@ def compare(paths: list[str], optimizer: str, processes: int = 2) -> list[dict]:
             single_weights = common.weights_of(single)
             with np.load(os.path.join(folder, f"{path}.npz")) as saved:
                 distributed_weights = dict(saved)
+            one_device = (initial, single_weights)
             results.append(
                 {
-                    "path": path,
-                    "optimizer": optimizer,
+                    **common.comparison(path, optimizer, one_device, distributed_weights),
                     "processes": processes,
-                    "max_change": common.max_change(initial, single_weights),
-                    "max_difference": common.max_difference(single_weights, distributed_weights),
                 }
             )
     return results
