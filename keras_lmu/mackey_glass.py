@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from keras_lmu import validation
+from keras_lmu.training import best_weights_callback
 
 if TYPE_CHECKING:
     import argparse
@@ -359,35 +360,6 @@ DESCRIPTIONS = {
 }
 
 
-def _lowest_validation_loss_callback():
-    """A callback that restores, at the end of training, the weights of the best epoch.
-
-    The best epoch is the first with the lowest ``val_loss``.
-    """
-    import keras
-
-    class LowestValidationLoss(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.best = None
-            self.best_epoch = None
-            self.weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get("val_loss")
-            if value is None:
-                raise KeyError("val_loss is missing from the epoch's logs")
-            if self.best is None or value < self.best:
-                self.best, self.best_epoch = float(value), epoch + 1
-                self.weights = [w.copy() for w in self.model.get_weights()]
-
-        def on_train_end(self, logs=None):
-            if self.weights is not None:
-                self.model.set_weights(self.weights)
-
-    return LowestValidationLoss()
-
-
 def train_and_score(
     name: str,
     data: MackeyGlassData,
@@ -432,7 +404,7 @@ def train_and_score(
     model = BUILDERS[name](
         steps=x_train.shape[1], learning_rate=learning_rate, training_steps=training_steps
     )
-    best = _lowest_validation_loss_callback()
+    best = best_weights_callback("val_loss", mode="min")
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     history = model.fit(
         x_train,

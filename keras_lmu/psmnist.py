@@ -246,35 +246,6 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def _best_weights_callback(monitor: str = "val_accuracy"):
-    """A callback that restores, at the end of training, the weights of the best epoch.
-
-    The best epoch is the first with the highest ``monitor`` (a validation metric).
-    """
-    import keras
-
-    class BestWeights(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.best = None
-            self.best_epoch = None
-            self.weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            if value is None:
-                raise KeyError(f"{monitor} is missing from the epoch's logs")
-            if self.best is None or value > self.best:
-                self.best, self.best_epoch = float(value), epoch + 1
-                self.weights = [w.copy() for w in self.model.get_weights()]
-
-        def on_train_end(self, logs=None):
-            if self.weights is not None:
-                self.model.set_weights(self.weights)
-
-    return BestWeights()
-
-
 def load_splits(train_size: int):
     """The psMNIST splits with the training split cut to ``train_size`` sequences.
 
@@ -360,7 +331,9 @@ def train(args) -> int:
             f"warning: {parameters} parameters, more than the budget of {PARAMETER_BUDGET}",
             file=sys.stderr,
         )
-    best = _best_weights_callback()
+    from keras_lmu.training import best_weights_callback
+
+    best = best_weights_callback("val_accuracy", mode="max")
     callbacks = [best]
     if getattr(model.optimizer, "use_ema", False):
         # Validate, and keep, the averaged weights: swapped in for validation and at

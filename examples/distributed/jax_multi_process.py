@@ -95,7 +95,6 @@ def compare(path: str, optimizer: str, processes: int = 2, timeout: float = 300)
         two runs), ``max_change`` (largest change of a weight in training) and
         ``processes``.
     """
-
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import common
 

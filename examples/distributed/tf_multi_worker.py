@@ -138,7 +138,6 @@ def compare(
         two runs), ``max_change`` (largest change of a weight in training) and
         ``workers``.
     """
-
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import common
 
