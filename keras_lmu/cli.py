@@ -539,70 +539,33 @@ def run_nengo_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _integer_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
+def _number_type(convert, accepts, expected: str):
+    """An argparse type: ``convert(text)`` when ``accepts`` it, else an error that
+    says it ``expected`` ... (e.g. "a positive integer") and repeats the text."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {text!r}"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _integer_at_least(0)(text)
+def _integer_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+    return _number_type(int, lambda value: value >= minimum, f"an integer >= {minimum}")
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """argparse type: a positive finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    """argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+#: argparse types of the numeric options.
+_non_negative_int = _integer_at_least(0)
+_positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
+_positive_float = _number_type(float, lambda value: 0 < value < float("inf"), "a positive number")
+_non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
+_rate = _number_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
 def _ensure_backend(requested: str | None, argv: list[str]) -> int:
