@@ -8,6 +8,7 @@ import keras
 from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
+from keras_lmu import ops as lmu_ops
 from keras_lmu.memory import LegendreMemory
 
 
@@ -123,7 +124,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             )
         self._variables_loaded_by_rnn = False
         self._load_error = None
-        self._sequence_system = None
+        self._sequence_weights = None
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
@@ -147,21 +148,18 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self.built = True
 
     @contextlib.contextmanager
-    def discretized_once(self):
-        """Within this context, every step reuses one ``(A_bar - I, B_bar)`` computed here.
+    def reuse_step_weights(self):
+        """Within this context, every step reuses the ``StepWeights`` computed here.
 
-        With a trainable theta, A or B the discretization (a matrix exponential for
-        zoh) depends on weights only, not on the step: a loop over a sequence
-        enters this context once instead of re-discretizing at every step.
+        They depend on weights only, not on the step: a loop over a sequence enters
+        this context once, so that the steps neither slice the kernel nor, for a
+        trainable theta, A or B, re-discretize (a matrix exponential for zoh).
         """
-        if not self.has_trainable_system:
-            yield
-            return
-        object.__setattr__(self, "_sequence_system", self.step_system())
+        object.__setattr__(self, "_sequence_weights", self.step_weights())
         try:
             yield
         finally:
-            object.__setattr__(self, "_sequence_system", None)
+            object.__setattr__(self, "_sequence_weights", None)
 
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
@@ -170,26 +168,19 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         memory, hidden_states = states[0], list(states[1:])
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)
-        encoder_input = inputs
-        if self.hidden_to_memory:
-            encoder_input = ops.concatenate([inputs, hidden_states[0]], axis=-1)
-        u = self.encode(encoder_input)
+        weights = self._sequence_weights or self.step_weights()
+        dtype = self.memory_dtype
         carried_dtype = memory.dtype
-        memory = ops.cast(memory, self.memory_dtype)
+        memory = ops.cast(memory, dtype)
+        u = self._memory_input(ops.cast(inputs, dtype), hidden_states, weights)
         if self.memory_to_memory:
             memory_input = memory
             if training and self.recurrent_dropout > 0:
                 memory_input = memory * ops.cast(
                     self.get_recurrent_dropout_mask(memory), self.memory_dtype
                 )
-            recurrent_kernel = ops.cast(self.recurrent_kernel, self.memory_dtype)
-            u = u + ops.einsum("bk,kd->bd", memory_input, recurrent_kernel)
-        step_matrix, B_bar = self._sequence_system or self.step_system()
-        memory = ops.reshape(memory, (-1, self.memory_d, self.order))
-        memory = memory + (
-            ops.einsum("bdj,ij->bdi", memory, step_matrix) + ops.expand_dims(u, -1) * B_bar
-        )
-        memory = ops.reshape(memory, (-1, self.memory_d * self.order))
+            u = u + lmu_ops.matrix_product(memory_input, weights.recurrent_kernel)
+        memory = lmu_ops.memory_step(memory, u, weights.transition, weights.B_bar)
         dtype = self.compute_dtype
         output, hidden_states = self._hidden_step(
             ops.cast(memory, dtype), inputs, hidden_states, training
@@ -199,6 +190,22 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         # some Keras activations return float32 for float64 inputs on JAX.
         memory = ops.cast(memory, carried_dtype)
         return ops.cast(output, dtype), [memory] + [ops.cast(s, dtype) for s in hidden_states]
+
+    def _memory_input(self, inputs, hidden_states, weights):
+        """``u_t`` without the memory_to_memory term, from inputs in the memory dtype."""
+        if weights.input_kernel is None:  # no kernel: the encoder input is u_t itself
+            u = inputs
+            if self.hidden_to_memory:
+                hidden = ops.cast(hidden_states[0], inputs.dtype)
+                u = ops.concatenate([inputs, hidden], axis=-1)
+        else:
+            u = lmu_ops.matrix_product(inputs, weights.input_kernel)
+            if self.hidden_to_memory:
+                hidden = ops.cast(hidden_states[0], inputs.dtype)
+                u = u + lmu_ops.matrix_product(hidden, weights.hidden_kernel)
+        if weights.bias is not None:
+            u = u + weights.bias
+        return u
 
     def _hidden_step(self, memory, inputs, hidden_states, training):
         hidden_input = memory

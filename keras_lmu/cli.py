@@ -200,6 +200,12 @@ def _add_psmnist_commands(subcommands) -> None:
         "decayed to 0 along a cosine for parallel; constant for paper and lstm)",
     )
     train.add_argument(
+        "--clipnorm",
+        type=_positive_float,
+        default=None,
+        help="clip the global norm of the gradients to this value (default: no clipping)",
+    )
+    train.add_argument(
         "--order",
         type=_positive_int,
         default=psmnist.PARALLEL_ORDER,

@@ -372,8 +372,8 @@ class _LMURNN(keras.layers.RNN):
     """
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        """Step through the sequence, discretizing a trainable memory once for all steps."""
-        with self.cell.discretized_once():
+        """Step through the sequence, preparing the step's weights once for all steps."""
+        with self.cell.reuse_step_weights():
             return self._masked_loop(sequences, initial_state, mask, training)
 
     def _masked_loop(self, sequences, initial_state, mask, training):

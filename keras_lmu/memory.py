@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
+
+
+class StepWeights(NamedTuple):
+    """The tensors one step of the memory multiplies by (None where absent).
+
+    ``u_t = x_t input_kernel + h_{t-1} hidden_kernel + s_{t-1} recurrent_kernel + bias``
+    and ``m_t = m_{t-1} + (m_{t-1} transition + u_t B_bar^T)`` per memory, with
+    ``transition = (A_bar - I)^T`` (order, order) and ``B_bar`` (order,).
+    """
+
+    input_kernel: Any
+    hidden_kernel: Any
+    recurrent_kernel: Any
+    bias: Any
+    transition: Any
+    B_bar: Any
 
 
 class LegendreMemory(keras.layers.Layer):
@@ -191,7 +209,7 @@ class LegendreMemory(keras.layers.Layer):
                 self.order, self._init_theta, self.discretizer
             )
             A_bar, B_bar = self._fixed_system
-            self._fixed_step_system = (A_bar - np.eye(self.order), B_bar)
+            self._fixed_step_system = (np.ascontiguousarray((A_bar - np.eye(self.order)).T), B_bar)
 
     @property
     def has_trainable_system(self) -> bool:
@@ -227,8 +245,8 @@ class LegendreMemory(keras.layers.Layer):
             theta_inv = ops.convert_to_tensor(1.0 / self._init_theta, dtype)
         return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
 
-    def step_system(self):
-        """``(A_bar - I, B_bar)``, the step ``m_t = m_{t-1} + ((A_bar - I) m_{t-1} + B_bar u_t)``.
+    def step_weights(self) -> StepWeights:
+        """What one step multiplies by (:class:`StepWeights`), in the memory dtype.
 
         A long window makes ``A_bar`` close to the identity: stepping with ``A_bar``
         rounded to float32 loses most digits of its small difference from ``I``, which
@@ -238,10 +256,24 @@ class LegendreMemory(keras.layers.Layer):
         """
         dtype = self.memory_dtype
         if self._fixed_system is not None:
-            step_matrix, B_bar = self._fixed_step_system
-            return ops.convert_to_tensor(step_matrix, dtype), ops.convert_to_tensor(B_bar, dtype)
-        A_bar, B_bar = self.discrete_system()
-        return A_bar - ops.eye(self.order, dtype=dtype), B_bar
+            transition, B_bar = (ops.convert_to_tensor(x, dtype) for x in self._fixed_step_system)
+        else:
+            A_bar, B_bar = self.discrete_system()
+            transition = ops.transpose(A_bar - ops.eye(self.order, dtype=dtype))
+        input_kernel = hidden_kernel = None
+        if self.kernel is not None:
+            kernel = ops.cast(self.kernel, dtype)
+            input_kernel = kernel[: self.input_d]
+            if self.hidden_to_memory:
+                hidden_kernel = kernel[self.input_d :]
+        return StepWeights(
+            input_kernel=input_kernel,
+            hidden_kernel=hidden_kernel,
+            recurrent_kernel=_optional(lambda k: ops.cast(k, dtype), self.recurrent_kernel),
+            bias=_optional(lambda b: ops.cast(b, dtype), self.bias),
+            transition=transition,
+            B_bar=B_bar,
+        )
 
     def encode(self, inputs):
         """``inputs @ kernel (+ bias)``, the memory's input that is not recurrent, in the

@@ -6,6 +6,7 @@ discretization has to follow a trainable ``theta`` and gradients have to flow.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -47,7 +48,7 @@ def matrix_exponential(x):
     identity = ops.eye(size, dtype=dtype)
     powers = [identity, x]
     for _ in range(2, 5):
-        powers.append(_matrix_product(powers[-1], x))
+        powers.append(matrix_product(powers[-1], x))
     factorials = [float(value) for value in np.cumprod(np.arange(1.0, EXPM_TAYLOR_DEGREE + 1))]
     factorials = [1.0] + factorials
     blocks = [
@@ -56,11 +57,11 @@ def matrix_exponential(x):
     ]
     result = blocks[-1]
     for block in reversed(blocks[:-1]):
-        result = block + _matrix_product(powers[4], result)
+        result = block + matrix_product(powers[4], result)
 
     def square(matrix, times):
         for _ in range(times):
-            matrix = _matrix_product(matrix, matrix)
+            matrix = matrix_product(matrix, matrix)
         return matrix
 
     remaining = squarings
@@ -73,9 +74,15 @@ def matrix_exponential(x):
     return result
 
 
-def _matrix_product(a, b):
-    """``a @ b`` in the inputs' dtype (``keras.ops.matmul`` computes float64 in float32
-    on PyTorch and JAX)."""
+def matrix_product(a, b):
+    """``a @ b`` for 2-D ``a`` and ``b``, in their dtype.
+
+    ``keras.ops.matmul`` computes float64 tensors in float32 on PyTorch (and on JAX
+    without x64), so other backends multiply by ``einsum``; TensorFlow's ``MatMul``
+    is faster there than its ``einsum``, which matters in the step-by-step loop.
+    """
+    if keras.config.backend() == "tensorflow":
+        return ops.matmul(a, b)
     return ops.einsum("ij,jk->ik", a, b)
 
 
@@ -107,6 +114,42 @@ def discretize(A, B, theta_inv, discretizer: str):
     if discretizer == "zoh":
         return discretize_zoh(A, B, theta_inv)
     return discretize_euler(A, B, theta_inv)
+
+
+def memory_step(memory, u, transition, B_bar):
+    """One step of the memories: ``m_t = m_{t-1} + (m_{t-1} transition + u_t B_bar^T)``.
+
+    With ``transition = (A_bar - I)^T`` this is ``m_t = A_bar m_{t-1} + B_bar u_t``
+    for each of the ``memory_d`` memories, written so that the small
+    ``(A_bar - I) m`` is computed on its own (see ``LegendreMemory.step_weights``).
+    Plain 2-D matrix products: per step this is the hot loop of a recurrent LMU.
+
+    Parameters
+    ----------
+    memory
+        ``m_{t-1}``, shape (batch, memory_d * order), memory ``d`` in
+        ``[:, d * order:(d + 1) * order]``.
+    u
+        The memories' inputs ``u_t``, shape (batch, memory_d).
+    transition
+        ``(A_bar - I)^T``, shape (order, order).
+    B_bar
+        Shape (order,).
+
+    Returns
+    -------
+    Tensor
+        ``m_t``, shape (batch, memory_d * order).
+    """
+    order = static_size(transition, 0)
+    if static_size(u, -1) == 1:
+        return memory + (matrix_product(memory, transition) + u * B_bar)
+    batch_shape = ops.shape(memory)
+    per_memory = ops.reshape(memory, (-1, order))
+    per_memory = per_memory + (
+        matrix_product(per_memory, transition) + ops.reshape(u, (-1, 1)) * B_bar
+    )
+    return ops.reshape(per_memory, batch_shape)
 
 
 def impulse_response(A_bar, B_bar, steps: int):

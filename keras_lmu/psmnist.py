@@ -97,6 +97,7 @@ def build_parallel_model(
     weight_decay: float = PARALLEL_WEIGHT_DECAY,
     memory_dropout: float = PARALLEL_MEMORY_DROPOUT,
     ema_momentum: float = PARALLEL_EMA_MOMENTUM,
+    clipnorm: float | None = None,
 ) -> keras.Model:
     """Return the compiled parallel LMU model.
 
@@ -132,6 +133,8 @@ def build_parallel_model(
         When positive, the optimizer keeps an exponential moving average of the
         weights with this momentum (``use_ema``); :func:`train` validates and
         keeps those averaged weights.
+    clipnorm : float, optional
+        Clip the global norm of the gradients to this value.
     """
     import keras
 
@@ -164,14 +167,17 @@ def build_parallel_model(
             )(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_parallel")
-    _compile(model, learning_rate, training_steps, weight_decay, ema_momentum)
+    _compile(model, learning_rate, training_steps, weight_decay, ema_momentum, clipnorm)
     return model
 
 
 def build_paper_model(
-    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS
+    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS, clipnorm: float | None = None
 ) -> keras.Model:
-    """Return the compiled recurrent psMNIST model of the 2019 LMU paper."""
+    """Return the compiled recurrent psMNIST model of the 2019 LMU paper.
+
+    ``clipnorm``, if given, clips the global norm of the gradients to it.
+    """
     import keras
     import numpy as np
 
@@ -199,19 +205,24 @@ def build_paper_model(
     encoder = np.zeros(kernel.shape, dtype=kernel.dtype)
     encoder[0] = 1.0
     kernel.assign(encoder)
-    _compile(model, learning_rate, None)
+    _compile(model, learning_rate, None, clipnorm=clipnorm)
     return model
 
 
-def build_lstm_model(learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS) -> keras.Model:
-    """Return the compiled LSTM baseline: ``LSTM(LSTM_UNITS)`` then ``Dense(10)``."""
+def build_lstm_model(
+    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS, clipnorm: float | None = None
+) -> keras.Model:
+    """Return the compiled LSTM baseline: ``LSTM(LSTM_UNITS)`` then ``Dense(10)``.
+
+    ``clipnorm``, if given, clips the global norm of the gradients to it.
+    """
     import keras
 
     inputs = keras.Input((steps, 1), name="pixels")
     features = keras.layers.LSTM(LSTM_UNITS, name="lstm")(inputs)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_lstm")
-    _compile(model, learning_rate, None)
+    _compile(model, learning_rate, None, clipnorm=clipnorm)
     return model
 
 
@@ -221,16 +232,19 @@ def _compile(
     training_steps: int | None,
     weight_decay: float = 0.0,
     ema_momentum: float = 0.0,
+    clipnorm: float | None = None,
 ) -> None:
     import keras
 
     if training_steps is not None:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, training_steps)
-    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
+    options = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
+    if clipnorm is not None:
+        options["global_clipnorm"] = clipnorm
     if weight_decay > 0:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **ema)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **options)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate, **ema)
+        optimizer = keras.optimizers.Adam(learning_rate, **options)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -290,10 +304,10 @@ def train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     if args.model == "paper":
-        model = build_paper_model(learning_rate)
+        model = build_paper_model(learning_rate, clipnorm=args.clipnorm)
         config = {"order": PAPER_ORDER, "units": PAPER_UNITS, "hidden_cell": "SimpleRNNCell"}
     elif args.model == "lstm":
-        model = build_lstm_model(learning_rate)
+        model = build_lstm_model(learning_rate, clipnorm=args.clipnorm)
         config = {"units": LSTM_UNITS}
     else:
         training_steps = epochs * -(-len(x_train) // batch_size)
@@ -308,6 +322,7 @@ def train(args) -> int:
             weight_decay=args.weight_decay,
             memory_dropout=args.memory_dropout,
             ema_momentum=args.ema,
+            clipnorm=args.clipnorm,
         )
         config = {
             "order": args.order,
@@ -368,6 +383,7 @@ def train(args) -> int:
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "clipnorm": args.clipnorm,
         "optimizer": "AdamW" if not stepwise and args.weight_decay > 0 else "Adam",
         "seed": args.seed,
         "train_size": len(x_train),

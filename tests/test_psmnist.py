@@ -62,6 +62,7 @@ def test_help_on_every_level(argv, usage, capsys):
         (["psmnist", "train", "--epochs", "0"], "--epochs: expected a positive integer"),
         (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
         (["psmnist", "train", "--weight-decay", "-0.1"], "--weight-decay: expected a number"),
+        (["psmnist", "train", "--clipnorm", "0"], "--clipnorm: expected a positive"),
         (["psmnist", "evaluate"], "required: MODEL"),
     ],
 )
@@ -192,6 +193,8 @@ def test_paper_model_starts_like_the_paper():
     assert kernel.shape == (213, 1)
     assert kernel[0, 0] == 1 and not kernel[1:].any()
     assert not keras.ops.convert_to_numpy(cell.recurrent_kernel).any()
+    assert model.optimizer.global_clipnorm is None
+    assert psmnist.build_paper_model(clipnorm=1.0).optimizer.global_clipnorm == 1.0
 
 
 @needs_mnist
@@ -212,13 +215,15 @@ def test_paper_train(tmp_path):
             "10",
             "--eval-size",
             "10",
+            "--clipnorm",
+            "1",
             "--out",
             str(tmp_path),
         ]
     )
     assert status == 0
     metrics = _check_run(tmp_path, stdout, "paper", epochs=1)
-    assert metrics["batch_size"] == 10
+    assert (metrics["batch_size"], metrics["clipnorm"]) == (10, 1.0)
     # The saved model is the 2019 one.
     with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
         config = json.loads(archive.read("config.json"))
