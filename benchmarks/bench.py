@@ -941,6 +941,111 @@ def speedup(peer: dict | None, result: dict, kind: str) -> str:
     return f"{theirs['median_s'] / mine['median_s']:.3g}"
 
 
+#: The speed targets: (case, least training-step speed-up over keras-lmu on the best
+#: backend). The recurrent cases aim for 1.5.
+SPEED_TARGETS = (
+    ("psmnist-ff", 20.0),
+    ("seq-ff-fft", 5.0),
+    ("seq-ff-raw", 5.0),
+    ("seq-ff-full", 1.5),
+    ("psmnist-rnn", 1.0),
+    ("seq-rnn", 1.0),
+    ("trainable-theta", 100.0),
+)
+#: Feedforward cases whose memory use should be at most half of keras-lmu's.
+MEMORY_TARGET_CASES = ("psmnist-ff", "seq-ff-fft", "seq-ff-raw", "seq-ff-full")
+#: How much faster per training step the parallel psMNIST model should be than an LSTM.
+LSTM_TARGET = 50.0
+
+
+def target_lines(results: list[dict]) -> list[str]:
+    """The report's table of targets: each case's ratio per backend, the best, met or not."""
+    by_case: dict[str, list[dict]] = {}
+    for result in results:
+        by_case.setdefault(result["case"], []).append(result)
+    own_backends = sorted(
+        {r["backend"] for r in results if r["library"] == OWN},
+        key=["jax", "tensorflow", "torch"].index,
+    )
+
+    def median(result, kind="train"):
+        return (result.get(kind) or {}).get("median_s")
+
+    def own(case):
+        return {r["backend"]: r for r in by_case.get(case, []) if r["library"] == OWN}
+
+    def peer(case):
+        return next((r for r in by_case.get(case, []) if r["library"] == PEER), None)
+
+    def verdict(best, target):
+        return "-" if best is None else ("met" if best >= target else "**not met**")
+
+    lines = [
+        "## Targets (training step unless said; ratios from this run)",
+        "",
+        "| target | " + " | ".join(own_backends) + " | best | result |",
+        "|" + "---|" * (len(own_backends) + 3),
+    ]
+    for case, target in SPEED_TARGETS:
+        if case not in by_case:
+            continue
+        theirs = median(peer(case)) if peer(case) else None
+        ratios = {
+            backend: theirs / median(result) if theirs and median(result) else None
+            for backend, result in own(case).items()
+        }
+        known = [r for r in ratios.values() if r is not None]
+        best = max(known) if known else None
+        cells = [f"{ratios[b]:.3g}x" if ratios.get(b) else "-" for b in own_backends]
+        if theirs is None and peer(case) is not None:
+            result = "keras-lmu failed"
+        else:
+            result = verdict(best, target)
+        best_text = f"{best:.3g}x" if best else "-"
+        lines.append(
+            f"| `{case}` >= {target:g}x keras-lmu | "
+            + " | ".join(cells)
+            + f" | {best_text} | {result} |"
+        )
+    for case in MEMORY_TARGET_CASES:
+        their_result = peer(case)
+        if case not in by_case or not their_result or "peak_rss_kib" not in their_result:
+            continue
+        their_increase = their_result["peak_rss_kib"] - their_result["rss_after_build_kib"]
+        fractions = {
+            backend: (r["peak_rss_kib"] - r["rss_after_build_kib"]) / their_increase
+            for backend, r in own(case).items()
+            if "peak_rss_kib" in r and their_increase > 0
+        }
+        best = min(fractions.values()) if fractions else None
+        cells = [f"{fractions[b]:.2f}" if b in fractions else "-" for b in own_backends]
+        result = "-" if best is None else ("met" if best <= 0.5 else "**not met**")
+        best_text = "-" if best is None else f"{best:.2f}"
+        lines.append(
+            f"| `{case}` peak RSS increase <= 0.5 of keras-lmu's | "
+            + " | ".join(cells)
+            + f" | {best_text} | {result} |"
+        )
+    lstm_medians = [median(r) for r in by_case.get("lstm", []) if median(r)]
+    if lstm_medians and "psmnist-ff" in by_case:
+        fastest_lstm = min(lstm_medians)
+        ratios = {b: fastest_lstm / median(r) for b, r in own("psmnist-ff").items() if median(r)}
+        best = max(ratios.values()) if ratios else None
+        cells = [f"{ratios[b]:.3g}x" if b in ratios else "-" for b in own_backends]
+        lines.append(
+            f"| `psmnist-ff` >= {LSTM_TARGET:g}x the fastest `lstm` | "
+            + " | ".join(cells)
+            + f" | {best or 0:.3g}x | {verdict(best, LSTM_TARGET)} |"
+        )
+    lines += [
+        "",
+        "Memory: the increase of the peak RSS over the RSS after imports and model build "
+        "(the imports alone differ by framework), as a fraction of keras-lmu's.",
+        "",
+    ]
+    return lines
+
+
 def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
     meta = data["meta"]
     commands = meta.get("commands") or [meta["command"]]
@@ -1010,6 +1115,9 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         "recurrence's FLOPs, training counted as 3x forward), so parallel forms can "
         "exceed the matmul peak.",
         "",
+    ]
+    lines += target_lines(results)
+    lines += [
         "## Summary: x vs keras-lmu, training step / inference (above 1: keras-lmu3 faster)",
         "",
     ]

@@ -49,3 +49,49 @@ def test_bench_runs_tiny_cases(tmp_path):
     for case in CASES:
         assert f"`{case}`" in text
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_target_table_judges_the_best_backend():
+    bench = _bench_module()
+
+    def result(case, library, backend, train_s, rss=None, error=None):
+        entry = {"case": case, "library": library, "backend": backend, "train": None}
+        if train_s is not None:
+            entry["train"] = {"median_s": train_s}
+        if rss is not None:
+            entry["peak_rss_kib"], entry["rss_after_build_kib"] = rss
+        if error:
+            entry["error"] = error
+        return entry
+
+    results = [
+        result("psmnist-rnn", bench.PEER, "tensorflow", 0.6),
+        result("psmnist-rnn", bench.OWN, "jax", 0.9),
+        result("psmnist-rnn", bench.OWN, "tensorflow", 0.4),
+        result("seq-rnn", bench.PEER, "tensorflow", 0.5),
+        result("seq-rnn", bench.OWN, "jax", 0.6),
+        result("seq-ff-raw", bench.PEER, "tensorflow", None, error="crashed"),
+        result("seq-ff-raw", bench.OWN, "jax", 0.01),
+        result("psmnist-ff", bench.PEER, "tensorflow", 2.0, rss=(3000, 1000)),
+        result("psmnist-ff", bench.OWN, "jax", 0.05, rss=(1500, 1000)),
+        result("lstm", bench.OWN, "jax", 3.0),
+        result("lstm", bench.PEER, "tensorflow", 2.0),
+    ]
+    rows = {line.split(" |")[0]: line for line in bench.target_lines(results) if "`" in line}
+    assert rows["| `psmnist-rnn` >= 1x keras-lmu"].endswith("| 1.5x | met |")
+    assert rows["| `seq-rnn` >= 1x keras-lmu"].endswith("| 0.833x | **not met** |")
+    assert rows["| `seq-ff-raw` >= 5x keras-lmu"].endswith("| keras-lmu failed |")
+    assert rows["| `psmnist-ff` >= 20x keras-lmu"].endswith("| 40x | met |")
+    # (1500 - 1000) / (3000 - 1000): a quarter of keras-lmu's increase.
+    assert rows["| `psmnist-ff` peak RSS increase <= 0.5 of keras-lmu's"].endswith("| 0.25 | met |")
+    # Against the fastest LSTM (2.0 s): 40x, short of 50x.
+    assert rows["| `psmnist-ff` >= 50x the fastest `lstm`"].endswith("| 40x | **not met** |")
