@@ -209,7 +209,9 @@ class LegendreMemory(keras.layers.Layer):
                 self.order, self._init_theta, self.discretizer
             )
             A_bar, B_bar = self._fixed_system
-            self._fixed_step_system = (np.ascontiguousarray((A_bar - np.eye(self.order)).T), B_bar)
+            # (A_bar - I)^T, in float64 before the rounding to the memory dtype.
+            transition = np.ascontiguousarray((A_bar - np.eye(self.order)).T)
+            self._fixed_step_system = (transition, B_bar)
 
     @property
     def has_trainable_system(self) -> bool:
@@ -262,10 +264,12 @@ class LegendreMemory(keras.layers.Layer):
             transition = ops.transpose(A_bar - ops.eye(self.order, dtype=dtype))
         input_kernel = hidden_kernel = None
         if self.kernel is not None:
-            kernel = ops.cast(self.kernel, dtype)
-            input_kernel = kernel[: self.input_d]
-            if self.hidden_to_memory:
-                hidden_kernel = kernel[self.input_d :]
+            input_kernel = ops.cast(self.kernel, dtype)
+            if self.hidden_to_memory:  # rows: the input's features, then the hidden state's
+                input_kernel, hidden_kernel = (
+                    input_kernel[: self.input_d],
+                    input_kernel[self.input_d :],
+                )
         return StepWeights(
             input_kernel=input_kernel,
             hidden_kernel=hidden_kernel,
