@@ -1042,6 +1042,20 @@ def target_lines(results: list[dict]) -> list[str]:
         "Memory: the increase of the peak RSS over the RSS after imports and model build "
         "(the imports alone differ by framework), as a fraction of keras-lmu's.",
         "",
+        "Where a backend is slow, what is known of why:",
+        "",
+        "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`, and Keras's own `lstm`): "
+        "Keras's PyTorch backend runs the loop over the steps in Python, eagerly, so "
+        "every step's operations (and their gradients) are dispatched one by one.",
+        "- Step by step on JAX: the loop is a compiled `lax.scan`; the same operations "
+        "run several times slower per step than in TensorFlow's `while_loop` on this "
+        "CPU. Not analysed further.",
+        '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
+        "of keras-lmu's API): the FFT form materializes the spectrum of every memory "
+        "and step, and is slower here than keras-lmu's on every backend. `LMU`'s "
+        '`conv_mode="auto"` computes the same outputs with the chunked scan '
+        '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
+        "",
     ]
     return lines
 
