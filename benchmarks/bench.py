@@ -68,6 +68,12 @@ forms do less work than the recurrence, so their "recurrence-equivalent" rate ca
 exceed the machine's float32 matmul peak, which is measured in the same run (NumPy,
 2048 x 2048, best of 5, before every case).
 
+Accelerators. Where a backend computes on a GPU, each process also reports the
+accelerator (``accelerator`` in the JSON) and its peak bytes in use as the backend
+counts them (JAX's ``memory_stats``, PyTorch's ``max_memory_allocated``, TensorFlow's
+``get_memory_info``); the report adds them. ``benchmarks/gpu.sh`` runs this script and
+the float32 accuracy check (``benchmarks/numerics.py``) on a GPU machine.
+
 Usage::
 
     python benchmarks/bench.py                      # everything (about 25 minutes)
@@ -102,7 +108,15 @@ ROOT = os.path.dirname(BENCH_DIR)
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
-from parallel import _cpu_name, _git_commit, _proc_status_kib, seed_everything, summary  # noqa: E402
+from parallel import (  # noqa: E402
+    _cpu_name,
+    _git_commit,
+    _proc_status_kib,
+    accelerator,
+    accelerator_memory,
+    seed_everything,
+    summary,
+)
 
 BACKENDS = ("jax", "tensorflow", "torch")
 CASES = (
@@ -439,7 +453,10 @@ def run_child(spec: dict):
         "keras_lmu_file": keras_lmu.__file__,
         "versions": child_versions(),
         "parameters": int(model.count_params()),
+        "accelerator": accelerator(),
     }
+    if info["accelerator"]:
+        info["accelerator_bytes_after_build"] = accelerator_memory()["now"]
     if hasattr(model.layers[1], "uses_parallel_form"):
         info["parallel_form"] = bool(model.layers[1].uses_parallel_form())
     start = time.perf_counter()
@@ -449,7 +466,7 @@ def run_child(spec: dict):
         info["skipped"] = True  # too slow to time: only its first training step
         send({"ready": info})
         sys.stdin.readline()  # "finish"
-        send(finish_message())
+        send(finish_message(info))
         return
     start = time.perf_counter()
     model.predict_on_batch(x)
@@ -476,17 +493,20 @@ def run_child(spec: dict):
             model.predict_on_batch(x)
             send({"predict_s": time.perf_counter() - start})
         elif command == "finish":
-            send(finish_message())
+            send(finish_message(info))
             return
 
 
-def finish_message() -> dict:
-    return {
+def finish_message(info: dict) -> dict:
+    message = {
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "vm_hwm_kib": _proc_status_kib("VmHWM"),
         "rss_end_kib": _proc_status_kib("VmRSS"),
         "cpu_s": cpu_seconds(resource.RUSAGE_SELF),
     }
+    if info.get("accelerator"):
+        message["accelerator_peak_bytes"] = accelerator_memory()["peak"]
+    return message
 
 
 def cpu_seconds(who) -> float:
@@ -958,6 +978,34 @@ MEMORY_TARGET_CASES = ("psmnist-ff", "seq-ff-fft", "seq-ff-raw", "seq-ff-full")
 LSTM_TARGET = 50.0
 
 
+#: What is known of why a backend is slow, for the report of a run on the CPU ...
+CPU_NOTES = [
+    "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`, and Keras's own `lstm`): "
+    "Keras's PyTorch backend runs the loop over the steps in Python, eagerly, so "
+    "every step's operations (and their gradients) are dispatched one by one.",
+    "- Step by step on JAX: the loop is a compiled `lax.scan`; the same operations "
+    "run several times slower per step than in TensorFlow's `while_loop` on this "
+    "CPU. Not analysed further.",
+    '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
+    "of keras-lmu's API): the FFT form materializes the spectrum of every memory "
+    "and step, and is slower here than keras-lmu's on every backend. `LMU`'s "
+    '`conv_mode="auto"` computes the same outputs with the chunked scan '
+    '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
+]
+#: ... and on a GPU.
+ACCELERATOR_NOTES = [
+    "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`): Keras's PyTorch backend "
+    "runs the loop over the steps in Python, eagerly: every step's operations (and "
+    "their gradients) are separate kernel launches, and the GPU waits on Python. JAX "
+    "compiles the loop (`lax.scan`). Keras's own `LSTM` on PyTorch can call cuDNN's "
+    "fused LSTM (its default arguments qualify) instead of such a loop.",
+    "- The parallel forms are bound by launching kernels, not by arithmetic, at these "
+    "sizes: `long` takes about the same time from T = 1,024 to 65,536.",
+    "- The targets against keras-lmu and the LSTM are set for the CPU; keras-lmu 0.9.0 "
+    "needs TensorFlow's GPU build, which this run did not have.",
+]
+
+
 def target_lines(results: list[dict]) -> list[str]:
     """The report's table of targets: each case's ratio per backend, the best, met or not."""
     by_case: dict[str, list[dict]] = {}
@@ -980,6 +1028,7 @@ def target_lines(results: list[dict]) -> list[str]:
     def verdict(best, target):
         return "-" if best is None else ("met" if best >= target else "**not met**")
 
+    has_peer = any(r["library"] == PEER for r in results)
     lines = [
         "## Targets (training step unless said; ratios from this run)",
         "",
@@ -987,7 +1036,7 @@ def target_lines(results: list[dict]) -> list[str]:
         "|" + "---|" * (len(own_backends) + 3),
     ]
     for case, target in SPEED_TARGETS:
-        if case not in by_case:
+        if case not in by_case or not has_peer:
             continue
         theirs = median(peer(case)) if peer(case) else None
         ratios = {
@@ -1037,27 +1086,16 @@ def target_lines(results: list[dict]) -> list[str]:
             + " | ".join(cells)
             + f" | {best or 0:.3g}x | {verdict(best, LSTM_TARGET)} |"
         )
-    lines += [
-        "",
-        "Memory: the increase of the peak RSS over the RSS after imports and model build "
-        "(the imports alone differ by framework), as a fraction of keras-lmu's.",
-        "",
-        "Where a backend is slow, what is known of why:",
-        "",
-        "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`, and Keras's own `lstm`): "
-        "Keras's PyTorch backend runs the loop over the steps in Python, eagerly, so "
-        "every step's operations (and their gradients) are dispatched one by one.",
-        "- Step by step on JAX: the loop is a compiled `lax.scan`; the same operations "
-        "run several times slower per step than in TensorFlow's `while_loop` on this "
-        "CPU. Not analysed further.",
-        '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
-        "of keras-lmu's API): the FFT form materializes the spectrum of every memory "
-        "and step, and is slower here than keras-lmu's on every backend. `LMU`'s "
-        '`conv_mode="auto"` computes the same outputs with the chunked scan '
-        '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
-        "",
-    ]
-    return lines
+    lines.append("")
+    if has_peer:
+        lines += [
+            "Memory: the increase of the peak RSS over the RSS after imports and model "
+            "build (the imports alone differ by framework), as a fraction of keras-lmu's.",
+            "",
+        ]
+    on_accelerator = any(r.get("accelerator") for r in results)
+    notes = ACCELERATOR_NOTES if on_accelerator else CPU_NOTES
+    return lines + ["Where a backend is slow, what is known of why:", ""] + notes + [""]
 
 
 def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
@@ -1072,7 +1110,11 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         {},
     )
     args = meta.get("args", {})
-    lines = ["# Benchmarks: keras-lmu3 side by side with keras-lmu 0.9 and LSTM", ""]
+    has_peer = any(r["library"] == PEER for r in results)
+    title = "# Benchmarks: keras-lmu3 side by side with keras-lmu 0.9 and LSTM"
+    if not has_peer:
+        title = "# Benchmarks: keras-lmu3 on each backend, and LSTM"
+    lines = [title, ""]
     if args.get("quick") or args.get("tiny"):
         lines += [
             "> **Quick run** (`--quick`/`--tiny`): one timed step per process; the numbers "
@@ -1103,7 +1145,8 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         f"{meta['load_average_at_start'][0]:.2f} at the start, "
         f"{(meta.get('load_average_at_end') or [math.nan])[0]:.2f} at the end "
         f"(nice {meta.get('nice')}).",
-        f"- Float32 matmul peak (NumPy, 2048 x 2048, best of 5, measured before each "
+        *accelerator_lines(results),
+        f"- Float32 matmul peak of the CPU (NumPy, 2048 x 2048, best of 5, measured before each "
         f"case): {peak:.0f} GFLOP/s (range "
         f"{min(peaks):.0f}-{max(peaks):.0f})."
         if peak
@@ -1131,34 +1174,11 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         "",
     ]
     lines += target_lines(results)
-    lines += [
-        "## Summary: x vs keras-lmu, training step / inference (above 1: keras-lmu3 faster)",
-        "",
-    ]
     groups = group_results(results)
     runners = [r["name"] for r in meta["runners"]]
-    own_runners = [r["name"] for r in meta["runners"] if r["library"] == OWN]
-    peer_runner = next((r["name"] for r in meta["runners"] if r["library"] == PEER), None)
-    header = ["case", "size"] + [name.replace(f"{OWN} ", "") for name in own_runners]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (case, size), group in groups.items():
-        by_runner = {r["runner"]: r for r in group}
-        peer = by_runner.get(peer_runner)
-        row = [f"`{case}`", size]
-        for name in own_runners:
-            result = by_runner.get(name)
-            if result is None:
-                row.append("-")
-            elif result.get("error") and not result.get("train"):
-                row.append("failed")
-            elif peer is not None and peer.get("error") and not peer.get("train"):
-                row.append("keras-lmu failed")
-            else:
-                ratios = [speedup(peer, result, kind) or "-" for kind in ("train", "predict")]
-                row.append(" / ".join(ratios))
-        lines.append("| " + " | ".join(row) + " |")
+    if has_peer:
+        lines += ratio_table(groups, meta["runners"])
     lines += [
-        "",
         "## Summary: training-step medians (ms), every library and backend",
         "",
         "The `lstm` rows give a Keras LSTM's step on the same psMNIST input for scale.",
@@ -1215,6 +1235,14 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
             if "peak_rss_kib" in result:
                 increase = result["peak_rss_kib"] - result["rss_after_build_kib"]
                 peak_text = f"{result['peak_rss_kib'] / 1024:.0f} (+{increase / 1024:.0f})"
+            if result.get("accelerator_peak_bytes") is not None:
+                increase = result["accelerator_peak_bytes"] - (
+                    result.get("accelerator_bytes_after_build") or 0
+                )
+                peak_text += (
+                    f"; GPU {result['accelerator_peak_bytes'] / 2**20:.0f} "
+                    f"(+{increase / 2**20:.0f})"
+                )
             first = " / ".join(
                 f"{result[key]:.2f}" if key in result else "-"
                 for key in ("compile_train_s", "compile_predict_s")
@@ -1258,11 +1286,66 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
     print(f"wrote {path}" + (f" and {plot_path}" if plot_written else ""), flush=True)
 
 
+def accelerator_lines(results: list[dict]) -> list[str]:
+    """The report's line naming the accelerators the runners computed on, if any."""
+    devices = {}
+    for result in results:
+        if result.get("accelerator"):
+            devices.setdefault(result["accelerator"], set()).add(result["runner"])
+    if not devices:
+        return []
+    return [
+        "- Accelerator: "
+        + "; ".join(
+            f"{device} ({', '.join(sorted(runners))})" for device, runners in devices.items()
+        )
+        + ". The peak-memory columns add the accelerator's peak bytes in use as its "
+        "backend counts them (`GPU`, MiB, + over the bytes in use after the model build)."
+    ]
+
+
+def ratio_table(groups: dict, runners: list[dict]) -> list[str]:
+    """The report's table of ratios to keras-lmu, training step / inference, per case."""
+    own_runners = [r["name"] for r in runners if r["library"] == OWN]
+    peer_runner = next((r["name"] for r in runners if r["library"] == PEER), None)
+    lines = [
+        "## Summary: x vs keras-lmu, training step / inference (above 1: keras-lmu3 faster)",
+        "",
+    ]
+    header = ["case", "size"] + [name.replace(f"{OWN} ", "") for name in own_runners]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (case, size), group in groups.items():
+        by_runner = {r["runner"]: r for r in group}
+        peer = by_runner.get(peer_runner)
+        row = [f"`{case}`", size]
+        for name in own_runners:
+            result = by_runner.get(name)
+            if result is None:
+                row.append("-")
+            elif result.get("error") and not result.get("train"):
+                row.append("failed")
+            elif peer is not None and peer.get("error") and not peer.get("train"):
+                row.append("keras-lmu failed")
+            else:
+                ratios = [speedup(peer, result, kind) or "-" for kind in ("train", "predict")]
+                row.append(" / ".join(ratios))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def group_results(results: list[dict]) -> dict:
     groups = {}
     for result in results:
         groups.setdefault((result["case"], describe(result["spec"])), []).append(result)
     return groups
+
+
+def peak_memory_kib(result: dict, on_accelerator: bool) -> float | None:
+    """A result's peak memory: the accelerator's bytes in use, else the peak RSS."""
+    if on_accelerator:
+        peak = result.get("accelerator_peak_bytes")
+        return None if peak is None else peak / 1024
+    return result.get("peak_rss_kib")
 
 
 def write_long_plot(results: list[dict], path: str) -> bool:
@@ -1275,10 +1358,11 @@ def write_long_plot(results: list[dict], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    on_accelerator = any(r.get("accelerator_peak_bytes") is not None for r in long)
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for runner in dict.fromkeys(r["runner"] for r in long):
         points = sorted(
-            (r["spec"]["steps"], r["train"]["median_s"], r.get("peak_rss_kib"))
+            (r["spec"]["steps"], r["train"]["median_s"], peak_memory_kib(r, on_accelerator))
             for r in long
             if r["runner"] == runner and r.get("train")
         )
@@ -1287,7 +1371,8 @@ def write_long_plot(results: list[dict], path: str) -> bool:
         steps = [p[0] for p in points]
         time_axis.plot(steps, [p[1] for p in points], "o-", label=runner)
         memory_axis.plot(steps, [(p[2] or math.nan) / 1024 for p in points], "o-", label=runner)
-    for axis, label in ((time_axis, "training step (s)"), (memory_axis, "peak RSS (MiB)")):
+    memory_label = "peak GPU memory (MiB)" if on_accelerator else "peak RSS (MiB)"
+    for axis, label in ((time_axis, "training step (s)"), (memory_axis, memory_label)):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.set_xlabel("sequence length T")

@@ -72,6 +72,7 @@ import time
 import warnings
 
 import numpy as np
+from parallel import accelerator
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PATHS = (
@@ -384,7 +385,11 @@ def run(args: argparse.Namespace, partial_file: str | None = None) -> dict:
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         "load_average": os.getloadavg(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "accelerator": accelerator(),
+        },
         "versions": versions(),
         "auto_conv_mode": {
             f"order {order}, steps {steps}": auto_path(order, steps)

@@ -682,6 +682,49 @@ def _git_commit():
     return commit + ("-dirty" if changes else "")
 
 
+def accelerator() -> str | None:
+    """The accelerator the child's backend computes on (``None`` on the CPU)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else f"{device.platform}: {device.device_kind}"
+    if backend == "torch":
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else None
+    import tensorflow as tf
+
+    devices = tf.config.list_physical_devices("GPU")
+    if not devices:
+        return None
+    details = tf.config.experimental.get_device_details(devices[0])
+    return f"gpu: {details.get('device_name', devices[0].name)}"
+
+
+def accelerator_memory() -> dict:
+    """Bytes in use on the accelerator now and at the peak, as its backend counts them."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return {"now": stats.get("bytes_in_use"), "peak": stats.get("peak_bytes_in_use")}
+    if backend == "torch":
+        import torch
+
+        return {"now": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()}
+    import tensorflow as tf
+
+    info = tf.config.experimental.get_memory_info("GPU:0")
+    return {"now": info["current"], "peak": info["peak"]}
+
+
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -171,16 +171,9 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         weights = self._sequence_weights or self.step_weights()
         dtype = self.memory_dtype
         carried_dtype = memory.dtype
-        memory = ops.cast(memory, dtype)
-        u = self._memory_input(ops.cast(inputs, dtype), hidden_states, weights)
-        if self.memory_to_memory:
-            memory_input = memory
-            if training and self.recurrent_dropout > 0:
-                memory_input = memory * ops.cast(
-                    self.get_recurrent_dropout_mask(memory), self.memory_dtype
-                )
-            u = u + lmu_ops.matrix_product(memory_input, weights.recurrent_kernel)
-        memory = lmu_ops.memory_step(memory, u, weights.transition, weights.B_bar)
+        memory = self._memory_update(
+            ops.cast(memory, dtype), ops.cast(inputs, dtype), hidden_states, weights, training
+        )
         dtype = self.compute_dtype
         output, hidden_states = self._hidden_step(
             ops.cast(memory, dtype), inputs, hidden_states, training
@@ -190,6 +183,19 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         # some Keras activations return float32 for float64 inputs on JAX.
         memory = ops.cast(memory, carried_dtype)
         return ops.cast(output, dtype), [memory] + [ops.cast(s, dtype) for s in hidden_states]
+
+    @lmu_ops.full_float32_precision()
+    def _memory_update(self, memory, inputs, hidden_states, weights, training):
+        """``m_t = A_bar m_{t-1} + B_bar u_t``, from states and inputs in the memory dtype."""
+        u = self._memory_input(inputs, hidden_states, weights)
+        if self.memory_to_memory:
+            memory_input = memory
+            if training and self.recurrent_dropout > 0:
+                memory_input = memory * ops.cast(
+                    self.get_recurrent_dropout_mask(memory), self.memory_dtype
+                )
+            u = u + lmu_ops.matrix_product(memory_input, weights.recurrent_kernel)
+        return lmu_ops.memory_step(memory, u, weights.transition, weights.B_bar)
 
     def _memory_input(self, inputs, hidden_states, weights):
         """``u_t`` without the memory_to_memory term, from inputs in the memory dtype."""

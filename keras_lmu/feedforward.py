@@ -267,6 +267,7 @@ class LMUFeedforward(LegendreMemory):
         )
         return M, G
 
+    @lmu_ops.full_float32_precision()
     def _last_memory(self, encoded, initial_memory=None):
         steps = lmu_ops.static_size(encoded, 1)
         response = self._memory_response(steps)
@@ -289,6 +290,7 @@ class LMUFeedforward(LegendreMemory):
             ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order)
         )
 
+    @lmu_ops.full_float32_precision()
     def _all_memories(self, encoded, initial_memory=None):
         steps = lmu_ops.static_size(encoded, 1)
         if self.conv_mode == "scan":
@@ -359,6 +361,7 @@ class LMUFeedforward(LegendreMemory):
         self._scan_constants[chunk, chunks] = constants
         return constants
 
+    @lmu_ops.full_float32_precision()
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
         """Exact step-by-step memory: for masks, and lengths unknown while tracing."""
         if mask is None and not self._warned_unknown_length:

@@ -232,6 +232,7 @@ class LegendreMemory(keras.layers.Layer):
         dtype = self.compute_dtype
         return "float32" if dtype in ("float16", "bfloat16") else dtype
 
+    @lmu_ops.full_float32_precision()
     def discrete_system(self):
         """``(A_bar, B_bar)`` as tensors of the memory dtype (order, order), (order,)."""
         dtype = self.memory_dtype
@@ -279,6 +280,7 @@ class LegendreMemory(keras.layers.Layer):
             B_bar=B_bar,
         )
 
+    @lmu_ops.full_float32_precision()
     def encode(self, inputs):
         """``inputs @ kernel (+ bias)``, the memory's input that is not recurrent, in the
         memory dtype."""
