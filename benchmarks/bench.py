@@ -987,8 +987,9 @@ CPU_NOTES = [
     "run several times slower per step than in TensorFlow's `while_loop` on this "
     "CPU. Not analysed further.",
     '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
-    "of keras-lmu's API): the FFT form materializes the spectrum of every memory "
-    "and step, and is slower here than keras-lmu's on every backend. `LMU`'s "
+    "of keras-lmu's API): it takes an inverse FFT per channel and order over the "
+    "whole sequence (131,072 of 1,024 points here), forward and backward, and "
+    "keras-lmu's FFT form has the same cost: at best as fast (TensorFlow). `LMU`'s "
     '`conv_mode="auto"` computes the same outputs with the chunked scan '
     '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
 ]

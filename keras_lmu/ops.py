@@ -396,17 +396,13 @@ def causal_convolution_fft(signal, response):
     steps = static_size(signal, 1)
     response = _fit_length(response, steps)
     fft_length = _fft_length(2 * steps)
-    signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
-    axes = tuple(range(1, len(response.shape))) + (0,)
-    response_real, response_imag = ops.rfft(ops.transpose(response, axes), fft_length)
     if len(response.shape) == 2:
-        # (batch, channels, 1, freq) x (order, freq) -> (batch, channels, order, freq)
-        signal_real = ops.expand_dims(signal_real, 2)
-        signal_imag = ops.expand_dims(signal_imag, 2)
-        product_real = signal_real * response_real - signal_imag * response_imag
-        product_imag = signal_real * response_imag + signal_imag * response_real
-        memory = ops.irfft((product_real, product_imag), fft_length)[..., :steps]
-        return ops.transpose(memory, (0, 3, 1, 2))
+        memory = per_channel_fft_convolution(
+            ops.transpose(signal, (0, 2, 1)), ops.transpose(response), fft_length
+        )[..., :steps]
+        return ops.transpose(memory, (0, 3, 1, 2))  # (batch, steps, channels, order)
+    signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
+    response_real, response_imag = ops.rfft(ops.transpose(response, (1, 2, 0)), fft_length)
 
     def mix(a, b):
         return ops.einsum("bcf,kcf->bkf", a, b)
@@ -415,6 +411,36 @@ def causal_convolution_fft(signal, response):
     product_imag = mix(signal_real, response_imag) + mix(signal_imag, response_real)
     memory = ops.irfft((product_real, product_imag), fft_length)[..., :steps]
     return ops.transpose(memory, (0, 2, 1))
+
+
+def per_channel_fft_convolution(signal, response, fft_length: int):
+    """``irfft(rfft(signal)[:, :, None] * rfft(response))``, with ``fft_length`` points.
+
+    Every channel of ``signal`` (batch, channels, steps) circularly convolved with every
+    row of ``response`` (order, steps), both zero-padded to ``fft_length``: a tensor of
+    (batch, channels, order, fft_length). On JAX and TensorFlow the spectra are
+    multiplied as complex tensors (``keras.ops`` FFTs give real and imaginary parts
+    apart, whose product takes four real tensors of the output's size): 1.2-1.3x
+    faster per training step for a memory_d 32, order 256, 512-step memory sequence.
+    On PyTorch that was no faster, and its complex FFT does not export to ONNX, so
+    other backends multiply the parts with ``keras.ops``.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        spectrum = tf.signal.rfft(signal, [fft_length])[:, :, None, :]
+        return tf.signal.irfft(spectrum * tf.signal.rfft(response, [fft_length]), [fft_length])
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        spectrum = jnp.fft.rfft(signal, fft_length)[:, :, None, :]
+        return jnp.fft.irfft(spectrum * jnp.fft.rfft(response, fft_length), fft_length)
+    signal_real, signal_imag = (ops.expand_dims(x, 2) for x in ops.rfft(signal, fft_length))
+    response_real, response_imag = ops.rfft(response, fft_length)
+    product_real = signal_real * response_real - signal_imag * response_imag
+    product_imag = signal_real * response_imag + signal_imag * response_real
+    return ops.irfft((product_real, product_imag), fft_length)
 
 
 def causal_convolution_direct(signal, response):
