@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 BACKENDS := jax tensorflow torch
 PYTEST_ARGS ?=
+# Test files run in this many processes (pytest-xdist; 0 runs them in this one). Most
+# of the suite's time is single-threaded (tracing, compiling, Python), so two
+# processes use a 2-core machine better than one.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-jax test-tensorflow test-torch lint legacy-files clean
 
@@ -35,13 +40,13 @@ test: $(VENV)/.all-installed
 	echo "tests passed on: $(BACKENDS)"
 
 test-jax: $(VENV)/.all-installed
-	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTEST) $(PYTEST_ARGS)
 
 test-tensorflow: $(VENV)/.all-installed
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(PYTEST) $(PYTEST_ARGS)
 
 test-torch: $(VENV)/.all-installed
-	KERAS_BACKEND=torch $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=torch $(PYTEST) $(PYTEST_ARGS)
 
 lint: $(VENV)/.all-installed
 	$(BIN)/ruff check .
