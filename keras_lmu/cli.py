@@ -196,8 +196,15 @@ def _add_psmnist_commands(subcommands) -> None:
         "--learning-rate",
         type=_positive_float,
         default=None,
-        help=f"initial learning rate of Adam (default: {psmnist.PARALLEL_LEARNING_RATE}, "
-        "decayed to 0 along a cosine for parallel; constant for paper and lstm)",
+        help=f"initial learning rate of Adam (default: {psmnist.PARALLEL_LEARNING_RATE})",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default=None,
+        help="learning rate along the training: 'cosine' decays it to 0 along a cosine "
+        "over all the steps, 'constant' keeps it (default: cosine for parallel, "
+        "constant for paper and lstm)",
     )
     train.add_argument(
         "--clipnorm",

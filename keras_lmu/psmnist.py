@@ -173,11 +173,16 @@ def build_parallel_model(
 
 
 def build_paper_model(
-    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS, clipnorm: float | None = None
+    learning_rate: float = PAPER_LEARNING_RATE,
+    steps: int = STEPS,
+    clipnorm: float | None = None,
+    training_steps: int | None = None,
 ) -> keras.Model:
     """Return the compiled recurrent psMNIST model of the 2019 LMU paper.
 
-    ``clipnorm``, if given, clips the global norm of the gradients to it.
+    ``clipnorm``, if given, clips the global norm of the gradients to it. With
+    ``training_steps`` (the optimizer steps of the whole training), the learning rate
+    decays to 0 along a cosine over them; without, it stays constant.
     """
     import keras
     import numpy as np
@@ -207,16 +212,21 @@ def build_paper_model(
     encoder = np.zeros(kernel.shape, dtype=kernel.dtype)
     encoder[0] = 1.0
     kernel.assign(encoder)
-    _compile(model, learning_rate, None, clipnorm=clipnorm)
+    _compile(model, learning_rate, training_steps, clipnorm=clipnorm)
     return model
 
 
 def build_lstm_model(
-    learning_rate: float = PAPER_LEARNING_RATE, steps: int = STEPS, clipnorm: float | None = None
+    learning_rate: float = PAPER_LEARNING_RATE,
+    steps: int = STEPS,
+    clipnorm: float | None = None,
+    training_steps: int | None = None,
 ) -> keras.Model:
     """Return the compiled LSTM baseline: ``LSTM(LSTM_UNITS)`` then ``Dense(10)``.
 
-    ``clipnorm``, if given, clips the global norm of the gradients to it.
+    ``clipnorm``, if given, clips the global norm of the gradients to it. With
+    ``training_steps`` (the optimizer steps of the whole training), the learning rate
+    decays to 0 along a cosine over them; without, it stays constant.
     """
     import keras
 
@@ -224,7 +234,7 @@ def build_lstm_model(
     features = keras.layers.LSTM(LSTM_UNITS, name="lstm")(inputs)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_lstm")
-    _compile(model, learning_rate, None, clipnorm=clipnorm)
+    _compile(model, learning_rate, training_steps, clipnorm=clipnorm)
     return model
 
 
@@ -305,14 +315,19 @@ def train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
+    schedule = args.schedule or ("constant" if stepwise else "cosine")
+    training_steps = epochs * -(-len(x_train) // batch_size) if schedule == "cosine" else None
     if args.model == "paper":
-        model = build_paper_model(learning_rate, clipnorm=args.clipnorm)
+        model = build_paper_model(
+            learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
+        )
         config = {"order": PAPER_ORDER, "units": PAPER_UNITS, "hidden_cell": "SimpleRNNCell"}
     elif args.model == "lstm":
-        model = build_lstm_model(learning_rate, clipnorm=args.clipnorm)
+        model = build_lstm_model(
+            learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
+        )
         config = {"units": LSTM_UNITS}
     else:
-        training_steps = epochs * -(-len(x_train) // batch_size)
         model = build_parallel_model(
             order=args.order,
             units=args.units,
@@ -335,7 +350,6 @@ def train(args) -> int:
             "weight_decay": args.weight_decay,
             "ema_momentum": args.ema,
             "readout": "Dense layers after the LMU memory",
-            "schedule": "cosine decay to 0",
         }
     parameters = int(model.count_params())
     print(
@@ -385,6 +399,7 @@ def train(args) -> int:
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "schedule": "cosine decay to 0" if schedule == "cosine" else "constant",
         "clipnorm": args.clipnorm,
         "optimizer": "AdamW" if not stepwise and args.weight_decay > 0 else "Adam",
         "seed": args.seed,

@@ -63,6 +63,7 @@ def test_help_on_every_level(argv, usage, capsys):
         (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
         (["psmnist", "train", "--weight-decay", "-0.1"], "--weight-decay: expected a number"),
         (["psmnist", "train", "--clipnorm", "0"], "--clipnorm: expected a positive"),
+        (["psmnist", "train", "--schedule", "step"], "--schedule: invalid choice: 'step'"),
         (["psmnist", "evaluate"], "required: MODEL"),
     ],
 )
@@ -164,6 +165,7 @@ def test_parallel_train_then_evaluate(tmp_path):
     assert "Epoch 2/2" in stdout
     # The default model fits the parameter budget.
     assert metrics["config"]["order"] == psmnist.PARALLEL_ORDER
+    assert metrics["schedule"] == "cosine decay to 0"
     assert metrics["parameters"] <= psmnist.PARAMETER_BUDGET
     assert (metrics["train_size"], metrics["validation_size"], metrics["test_size"]) == (
         300,
@@ -197,6 +199,18 @@ def test_paper_model_starts_like_the_paper():
     assert psmnist.build_paper_model(clipnorm=1.0).optimizer.global_clipnorm == 1.0
 
 
+@pytest.mark.parametrize("build", [psmnist.build_paper_model, psmnist.build_lstm_model])
+def test_stepwise_models_learning_rate_schedules(build):
+    # Constant by default (the paper's Adam); cosine decay to 0 over training_steps.
+    constant = build().optimizer
+    constant.iterations.assign(1000)
+    assert float(constant.learning_rate) == pytest.approx(1e-3)
+    cosine = build(training_steps=8).optimizer
+    for step, rate in [(0, 1e-3), (4, 5e-4), (8, 0.0)]:
+        cosine.iterations.assign(step)
+        assert float(cosine.learning_rate) == pytest.approx(rate, abs=1e-9)
+
+
 @needs_mnist
 def test_paper_train(tmp_path):
     # The smallest budget: the paper's model runs its 784 steps one by one (slow on
@@ -217,6 +231,8 @@ def test_paper_train(tmp_path):
             "10",
             "--clipnorm",
             "1",
+            "--schedule",
+            "cosine",
             "--out",
             str(tmp_path),
         ]
@@ -224,6 +240,7 @@ def test_paper_train(tmp_path):
     assert status == 0
     metrics = _check_run(tmp_path, stdout, "paper", epochs=1)
     assert (metrics["batch_size"], metrics["clipnorm"]) == (10, 1.0)
+    assert metrics["schedule"] == "cosine decay to 0"
     # The saved model is the 2019 one.
     with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
         config = json.loads(archive.read("config.json"))
@@ -246,6 +263,7 @@ def test_lstm_train(tmp_path):
     # About as many parameters as the paper's LMU (102,239), trained the same way.
     assert metrics["parameters"] == 102_710
     assert (metrics["optimizer"], metrics["learning_rate"]) == ("Adam", 1e-3)
+    assert metrics["schedule"] == "constant"
     with zipfile.ZipFile(tmp_path / psmnist.MODEL_FILE) as archive:
         config = json.loads(archive.read("config.json"))
     (lstm,) = [layer for layer in config["config"]["layers"] if layer["name"] == "lstm"]
