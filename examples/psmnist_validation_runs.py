@@ -1,0 +1,126 @@
+"""Train psMNIST models to choose a configuration on the validation split only.
+
+Trains one of `keras_lmu.psmnist`'s models (the 2019 paper's recurrent LMU, the LSTM
+baseline, or the default parallel LMU) on the first 50,000 training images and
+validates it on the last 10,000 after every epoch. The test images are never scored:
+runs made to compare configurations cannot leak them. After every epoch the run's
+curves go to ``OUT/NAME.json``; at the end the best epoch's weights go to
+``OUT/NAME.keras``. ``--deadline`` stops a run after the epoch that passes it, so a
+batch of runs fits a fixed time (the JSON says how many epochs were done).
+
+    python examples/psmnist_validation_runs.py --model paper --schedule cosine \\
+        --seed 1 --clipnorm 1 --out runs/paper-sweep
+
+The data comes from ``KERAS_LMU_DATA`` (a folder holding ``mnist.npz``), as for
+``keras-lmu psmnist train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("paper", "lstm", "parallel"), default="paper")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--clipnorm", type=float, default=None)
+    parser.add_argument("--deadline", type=float, default=None, help="seconds")
+    parser.add_argument("--name", default=None, help="file names (default: from the options)")
+    parser.add_argument("--out", default="psmnist_validation_runs")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from keras_lmu import psmnist
+    from keras_lmu.datasets import load_psmnist
+    from keras_lmu.training import best_weights_callback
+
+    stepwise = args.model in ("paper", "lstm")
+    epochs = args.epochs or (psmnist.PAPER_EPOCHS if stepwise else psmnist.PARALLEL_EPOCHS)
+    batch_size = args.batch_size or (
+        psmnist.PAPER_BATCH_SIZE if stepwise else psmnist.PARALLEL_BATCH_SIZE
+    )
+    name = args.name or f"{args.model}-{args.schedule}-seed{args.seed}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    (x_train, y_train), (x_val, y_val), _ = load_psmnist()
+    keras.utils.set_random_seed(args.seed)
+    training_steps = epochs * -(-len(x_train) // batch_size)
+    training_steps = training_steps if args.schedule == "cosine" else None
+    if args.model == "paper":
+        model = psmnist.build_paper_model(
+            args.learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
+        )
+    elif args.model == "lstm":
+        model = psmnist.build_lstm_model(
+            args.learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
+        )
+    else:
+        model = psmnist.build_parallel_model(
+            learning_rate=args.learning_rate,
+            training_steps=training_steps,
+            seed=args.seed,
+            clipnorm=args.clipnorm,
+        )
+
+    record = {
+        "name": name,
+        "options": vars(args),
+        "backend": keras.backend.backend(),
+        "devices": [str(device) for device in _devices()],
+        "parameters": int(model.count_params()),
+        "epochs_planned": epochs,
+        "history": {},
+    }
+    start = time.perf_counter()
+    best = best_weights_callback("val_accuracy", mode="max")
+
+    def after_epoch(epoch: int, logs: dict) -> None:
+        for key, value in logs.items():
+            record["history"].setdefault(key, []).append(float(value))
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        record["best_epoch"] = best.best_epoch
+        record["best_val_accuracy"] = best.best
+        (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        if args.deadline is not None and time.perf_counter() - start > args.deadline:
+            model.stop_training = True
+
+    callbacks = [best, keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)]
+    if getattr(model.optimizer, "use_ema", False):
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=(x_val, y_val),
+        validation_batch_size=psmnist.EVALUATION_BATCH_SIZE,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    psmnist.save_for_inference(model, out / f"{name}.keras")
+    print(f"{name}: best epoch {best.best_epoch}, validation accuracy {best.best:.4f}")
+    return 0
+
+
+def _devices() -> list:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()
+    return []
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
