@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--clipnorm", type=float, default=None)
+    parser.add_argument("--train-size", type=int, default=None, help="first N training images")
     parser.add_argument("--deadline", type=float, default=None, help="seconds")
     parser.add_argument("--name", default=None, help="file names (default: from the options)")
     parser.add_argument("--out", default="psmnist_validation_runs")
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     (x_train, y_train), (x_val, y_val), _ = load_psmnist()
+    x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     keras.utils.set_random_seed(args.seed)
     training_steps = epochs * -(-len(x_train) // batch_size)
     training_steps = training_steps if args.schedule == "cosine" else None

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import pathlib
 import zipfile
 
 import h5py
@@ -268,3 +269,33 @@ def test_lstm_train(tmp_path):
         config = json.loads(archive.read("config.json"))
     (lstm,) = [layer for layer in config["config"]["layers"] if layer["name"] == "lstm"]
     assert (lstm["class_name"], lstm["config"]["units"]) == ("LSTM", 158)
+
+
+@needs_mnist
+def test_validation_runs_example_never_scores_the_test_split(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "psmnist_validation_runs.py"
+    spec = importlib.util.spec_from_file_location("psmnist_validation_runs", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    import keras_lmu.datasets
+
+    class Unreadable:
+        def __getattr__(self, name):
+            raise AssertionError("the test split was used")
+
+    load = keras_lmu.datasets.load_psmnist
+    monkeypatch.setattr(
+        keras_lmu.datasets, "load_psmnist", lambda: (*load()[:2], (Unreadable(), Unreadable()))
+    )
+    argv = ["--model", "parallel", "--train-size", "64", "--epochs", "3", "--batch-size", "32"]
+    argv += ["--deadline", "0", "--out", str(tmp_path)]
+    assert example.main(argv) == 0
+    record = json.loads((tmp_path / "parallel-constant-seed0.json").read_text())
+    # The deadline (0 s) stops the run after its first epoch; the test split is not used.
+    assert (record["epochs_planned"], len(record["history"]["val_accuracy"])) == (3, 1)
+    assert record["best_val_accuracy"] == max(record["history"]["val_accuracy"])
+    assert record["parameters"] == 165_515
+    restored = keras.saving.load_model(tmp_path / "parallel-constant-seed0.keras")
+    assert restored.count_params() == 165_515
