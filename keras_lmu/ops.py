@@ -169,15 +169,18 @@ def memory_step(memory, u, transition, B_bar):
         ``m_t``, shape (batch, memory_d * order).
     """
     order = static_size(transition, 0)
+    # B_bar u_t as a matrix product (u_t as a column times B_bar^T as a row): on
+    # TensorFlow a broadcasting multiply here, and the sum in its gradient, took a
+    # quarter of the time of a seq-rnn training step (docs/benchmarks.md).
+    B_row = ops.reshape(B_bar, (1, order))
     if static_size(u, -1) == 1:
-        return memory + (matrix_product(memory, transition) + u * B_bar)
+        return memory + (matrix_product(memory, transition) + matrix_product(u, B_row))
     # One memory per row of a 3-D tensor: TensorFlow's einsum was faster here than its
     # MatMul on the memories stacked as rows of a 2-D one (seq-rnn in docs/benchmarks.md).
     size = static_size(memory, -1)
     per_memory = ops.reshape(memory, (-1, size // order, order))
-    per_memory = per_memory + (
-        ops.einsum("bdj,ji->bdi", per_memory, transition) + ops.expand_dims(u, -1) * B_bar
-    )
+    drive = ops.reshape(matrix_product(ops.reshape(u, (-1, 1)), B_row), (-1, size // order, order))
+    per_memory = per_memory + (ops.einsum("bdj,ji->bdi", per_memory, transition) + drive)
     return ops.reshape(per_memory, (-1, size))
 
 
