@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import zipfile
 
 import h5py
@@ -299,3 +300,19 @@ def test_validation_runs_example_never_scores_the_test_split(tmp_path, monkeypat
     assert record["parameters"] == 165_515
     restored = keras.saving.load_model(tmp_path / "parallel-constant-seed0.keras")
     assert restored.count_params() == 165_515
+
+
+@needs_mnist
+def test_shipped_paper_model_scores_its_metrics_on_the_test_set():
+    """models/psmnist-paper.keras: the 2019 model, retrained, >= 96.9% on all 10,000."""
+    models = pathlib.Path(__file__).resolve().parents[1] / "models"
+    shipped = json.loads((models / "psmnist-paper_metrics.json").read_text())
+    assert shipped["model"] == "paper" and shipped["parameters"] == 102_239
+    assert shipped["test_accuracy"] >= 0.969
+    status, stdout = _run(["psmnist", "evaluate", str(models / "psmnist-paper.keras")])
+    assert status == 0
+    last = stdout.strip().splitlines()[-1]
+    score = re.fullmatch(r"Test accuracy: ([0-9.]+) \(10000 test sequences\)", last)
+    assert score, stdout
+    # Trained on TensorFlow: other backends' float32 rounding may flip a few digits.
+    assert abs(float(score.group(1)) - shipped["test_accuracy"]) <= 0.002
