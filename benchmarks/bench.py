@@ -992,6 +992,15 @@ CPU_NOTES = [
     "keras-lmu's FFT form has the same cost: at best as fast (TensorFlow). `LMU`'s "
     '`conv_mode="auto"` computes the same outputs with the chunked scan '
     '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
+    "- `seq-rnn` on TensorFlow is at parity with keras-lmu, not ahead: 0.94x in the "
+    "run above, 1.03x and 0.99x in two TensorFlow-only reruns the same day "
+    "(`benchmarks/results/bench-20261127-seq-rnn-tf-*.json`). TensorFlow's profiler "
+    "puts about 45% of a step in memory-bound work around the one einsum per step "
+    "that does the arithmetic: the 16 x 8,192 memory is written several times per "
+    "step (the `B_bar u_t` outer product, the sums, and in the backward pass the "
+    "zero gradient of the cell's per-step output that Keras's `RNN` adds). Computing "
+    "`B_bar u_t` as a matrix product instead of a broadcast multiply took 11% off "
+    "the step (same process, alternating).",
 ]
 #: ... and on a GPU.
 ACCELERATOR_NOTES = [
