@@ -273,7 +273,10 @@ def test_lstm_train(tmp_path):
 
 
 @needs_mnist
-def test_validation_runs_example_never_scores_the_test_split(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model, parameters", [("parallel", 165_515), ("stacked", 138_411)])
+def test_validation_runs_example_never_scores_the_test_split(
+    model, parameters, tmp_path, monkeypatch
+):
     import importlib.util
 
     path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "psmnist_validation_runs.py"
@@ -290,16 +293,16 @@ def test_validation_runs_example_never_scores_the_test_split(tmp_path, monkeypat
     monkeypatch.setattr(
         keras_lmu.datasets, "load_psmnist", lambda: (*load()[:2], (Unreadable(), Unreadable()))
     )
-    argv = ["--model", "parallel", "--train-size", "64", "--epochs", "3", "--batch-size", "32"]
+    argv = ["--model", model, "--train-size", "64", "--epochs", "3", "--batch-size", "32"]
     argv += ["--deadline", "0", "--out", str(tmp_path)]
     assert example.main(argv) == 0
-    record = json.loads((tmp_path / "parallel-constant-seed0.json").read_text())
+    record = json.loads((tmp_path / f"{model}-constant-seed0.json").read_text())
     # The deadline (0 s) stops the run after its first epoch; the test split is not used.
     assert (record["epochs_planned"], len(record["history"]["val_accuracy"])) == (3, 1)
     assert record["best_val_accuracy"] == max(record["history"]["val_accuracy"])
-    assert record["parameters"] == 165_515
-    restored = keras.saving.load_model(tmp_path / "parallel-constant-seed0.keras")
-    assert restored.count_params() == 165_515
+    assert record["parameters"] == parameters
+    restored = keras.saving.load_model(tmp_path / f"{model}-constant-seed0.keras")
+    assert restored.count_params() == parameters
 
 
 @needs_mnist
