@@ -87,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_planned": epochs,
         "history": {},
     }
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     best = best_weights_callback("val_accuracy", mode="max")
 
     def after_epoch(epoch: int, logs: dict) -> None:
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
         record["seconds"] = round(time.perf_counter() - start, 1)
+        record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
         record["best_epoch"] = best.best_epoch
         record["best_val_accuracy"] = best.best
         (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
