@@ -1,7 +1,9 @@
 """Train psMNIST models to choose a configuration on the validation split only.
 
 Trains one of `keras_lmu.psmnist`'s models (the 2019 paper's recurrent LMU, the LSTM
-baseline, or the default parallel LMU) on the first 50,000 training images and
+baseline, or the default parallel LMU), or the two stacked LMUs of
+``build_stacked_model``, with a constant or cosine learning rate (``--schedule``,
+constant unless given), on the first 50,000 training images and
 validates it on the last 10,000 after every epoch. The test images are never scored:
 runs made to compare configurations cannot leak them. After every epoch the run's
 curves go to ``OUT/NAME.json``; at the end the best epoch's weights go to
