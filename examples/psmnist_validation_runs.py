@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_lmu import psmnist
     from keras_lmu.datasets import load_psmnist
-    from keras_lmu.training import best_weights_callback
 
     stepwise = args.model in ("paper", "lstm")
     epochs = args.epochs or (psmnist.PAPER_EPOCHS if stepwise else psmnist.PARALLEL_EPOCHS)
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     (x_train, y_train), (x_val, y_val), _ = load_psmnist()
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     keras.utils.set_random_seed(args.seed)
-    training_steps = epochs * -(-len(x_train) // batch_size)
-    training_steps = training_steps if args.schedule == "cosine" else None
+    training_steps = psmnist.schedule_steps(args.schedule, epochs, len(x_train), batch_size)
     if args.model == "paper":
         model = psmnist.build_paper_model(
             args.learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
@@ -90,31 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         "history": {},
     }
     start, cpu_start = time.perf_counter(), time.process_time()
-    best = best_weights_callback("val_accuracy", mode="max")
 
     def after_epoch(epoch: int, logs: dict) -> None:
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
         record["seconds"] = round(time.perf_counter() - start, 1)
         record["cpu_seconds"] = round(time.process_time() - cpu_start, 1)
-        record["best_epoch"] = best.best_epoch
-        record["best_val_accuracy"] = best.best
+        val_accuracy = record["history"]["val_accuracy"]
+        record["best_val_accuracy"] = max(val_accuracy)
+        record["best_epoch"] = val_accuracy.index(max(val_accuracy)) + 1
         (out / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
         if args.deadline is not None and time.perf_counter() - start > args.deadline:
             model.stop_training = True
 
-    callbacks = [best, keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)]
-    if getattr(model.optimizer, "use_ema", False):
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    model.fit(
-        x_train,
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=(x_val, y_val),
-        validation_batch_size=psmnist.EVALUATION_BATCH_SIZE,
-        callbacks=callbacks,
-        verbose=2,
+    _, best = psmnist.fit_keeping_best(
+        model,
+        (x_train, y_train),
+        (x_val, y_val),
+        epochs,
+        batch_size,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=after_epoch)],
     )
     psmnist.save_for_inference(model, out / f"{name}.keras")
     print(f"{name}: best epoch {best.best_epoch}, validation accuracy {best.best:.4f}")
@@ -152,14 +145,8 @@ def build_stacked_model(learning_rate: float, training_steps: int | None, seed: 
     features = keras.layers.Dropout(0.3, seed=seed * 1000 + 1)(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_stacked")
-    if training_steps is not None:
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, training_steps)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate, weight_decay=0.05, use_ema=True, ema_momentum=0.999
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+    psmnist.compile_classifier(
+        model, learning_rate, training_steps, weight_decay=0.05, ema_momentum=0.999
     )
     return model
 

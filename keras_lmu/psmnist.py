@@ -168,7 +168,7 @@ def build_parallel_model(
             )(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_parallel")
-    _compile(model, learning_rate, training_steps, weight_decay, ema_momentum, clipnorm)
+    compile_classifier(model, learning_rate, training_steps, weight_decay, ema_momentum, clipnorm)
     return model
 
 
@@ -212,7 +212,7 @@ def build_paper_model(
     encoder = np.zeros(kernel.shape, dtype=kernel.dtype)
     encoder[0] = 1.0
     kernel.assign(encoder)
-    _compile(model, learning_rate, training_steps, clipnorm=clipnorm)
+    compile_classifier(model, learning_rate, training_steps, clipnorm=clipnorm)
     return model
 
 
@@ -234,11 +234,11 @@ def build_lstm_model(
     features = keras.layers.LSTM(LSTM_UNITS, name="lstm")(inputs)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_lstm")
-    _compile(model, learning_rate, training_steps, clipnorm=clipnorm)
+    compile_classifier(model, learning_rate, training_steps, clipnorm=clipnorm)
     return model
 
 
-def _compile(
+def compile_classifier(
     model: keras.Model,
     learning_rate: float,
     training_steps: int | None,
@@ -246,6 +246,13 @@ def _compile(
     ema_momentum: float = 0.0,
     clipnorm: float | None = None,
 ) -> None:
+    """Compile ``model`` (10 logits) with the optimizer and loss of every psMNIST run.
+
+    Adam, or AdamW when ``weight_decay > 0``; the learning rate decays to 0 along a
+    cosine over ``training_steps`` (constant when None); a moving average of the
+    weights when ``ema_momentum > 0``; the gradients' global norm clipped to
+    ``clipnorm`` when given. Sparse categorical cross-entropy, accuracy.
+    """
     import keras
 
     if training_steps is not None:
@@ -262,6 +269,50 @@ def _compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+
+
+def schedule_steps(schedule: str, epochs: int, examples: int, batch_size: int) -> int | None:
+    """``training_steps`` for :func:`compile_classifier`: the optimizer steps of the
+    whole training for ``schedule="cosine"``, None for ``"constant"``."""
+    return epochs * -(-examples // batch_size) if schedule == "cosine" else None
+
+
+def fit_keeping_best(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    batch_size: int,
+    callbacks: Sequence = (),
+    verbose: int = 2,
+):
+    """Fit ``model``, validating after every epoch; keep the best epoch's weights.
+
+    ``callbacks`` run after the one that tracks the best validation accuracy. With
+    a moving average of the weights (``use_ema``), the averaged weights are the ones
+    validated and kept. Returns the Keras history and that tracking callback
+    (``best_epoch``, ``best``).
+    """
+    import keras
+
+    from keras_lmu.training import best_weights_callback
+
+    best = best_weights_callback("val_accuracy", mode="max")
+    every = [best, *callbacks]
+    if getattr(model.optimizer, "use_ema", False):
+        # Validate, and keep, the averaged weights: swapped in for validation and at
+        # the end of every epoch (before ``best`` copies them), swapped back to train.
+        every.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    history = model.fit(
+        *train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation,
+        validation_batch_size=EVALUATION_BATCH_SIZE,
+        callbacks=every,
+        verbose=verbose,
+    )
+    return history, best
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -316,7 +367,7 @@ def train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     schedule = args.schedule or ("constant" if stepwise else "cosine")
-    training_steps = epochs * -(-len(x_train) // batch_size) if schedule == "cosine" else None
+    training_steps = schedule_steps(schedule, epochs, len(x_train), batch_size)
     if args.model == "paper":
         model = build_paper_model(
             learning_rate, clipnorm=args.clipnorm, training_steps=training_steps
@@ -362,24 +413,9 @@ def train(args) -> int:
             f"warning: {parameters} parameters, more than the budget of {PARAMETER_BUDGET}",
             file=sys.stderr,
         )
-    from keras_lmu.training import best_weights_callback
-
-    best = best_weights_callback("val_accuracy", mode="max")
-    callbacks = [best]
-    if getattr(model.optimizer, "use_ema", False):
-        # Validate, and keep, the averaged weights: swapped in for validation and at
-        # the end of every epoch (before ``best`` copies them), swapped back to train.
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    history = model.fit(
-        x_train,
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        validation_data=(x_val, y_val),
-        validation_batch_size=EVALUATION_BATCH_SIZE,
-        callbacks=callbacks,
-        verbose=args.verbose,
+    history, best = fit_keeping_best(
+        model, (x_train, y_train), (x_val, y_val), epochs, batch_size, verbose=args.verbose
     )
     training_time = time.perf_counter() - wall_start
     cpu_time = time.process_time() - cpu_start
