@@ -7,6 +7,7 @@ discretization has to follow a trainable ``theta`` and gradients have to flow.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -169,19 +170,42 @@ def memory_step(memory, u, transition, B_bar):
         ``m_t``, shape (batch, memory_d * order).
     """
     order = static_size(transition, 0)
+    size = static_size(memory, -1)
     # B_bar u_t as a matrix product (u_t as a column times B_bar^T as a row): on
     # TensorFlow a broadcasting multiply here, and the sum in its gradient, took a
     # quarter of the time of a seq-rnn training step (docs/benchmarks.md).
     B_row = ops.reshape(B_bar, (1, order))
-    if static_size(u, -1) == 1:
+    if size == order:  # a single memory
         return memory + (matrix_product(memory, transition) + matrix_product(u, B_row))
-    # One memory per row of a 3-D tensor: TensorFlow's einsum was faster here than its
-    # MatMul on the memories stacked as rows of a 2-D one (seq-rnn in docs/benchmarks.md).
-    size = static_size(memory, -1)
-    per_memory = ops.reshape(memory, (-1, size // order, order))
-    drive = ops.reshape(matrix_product(ops.reshape(u, (-1, 1)), B_row), (-1, size // order, order))
-    per_memory = per_memory + (ops.einsum("bdj,ji->bdi", per_memory, transition) + drive)
-    return ops.reshape(per_memory, (-1, size))
+    if stacks_memories_in_batches():
+        per_memory = ops.reshape(memory, (-1, size // order, order))
+        drive = ops.reshape(matrix_product(ops.reshape(u, (-1, 1)), B_row), ops.shape(per_memory))
+        per_memory = per_memory + (ops.einsum("bdj,ji->bdi", per_memory, transition) + drive)
+        return ops.reshape(per_memory, (-1, size))
+    rows = ops.reshape(memory, (-1, order))  # one memory per row of a 2-D tensor
+    drive = matrix_product(ops.reshape(u, (-1, 1)), B_row)
+    return ops.reshape(rows + (matrix_product(rows, transition) + drive), (-1, size))
+
+
+@functools.cache
+def stacks_memories_in_batches() -> bool:
+    """Whether :func:`memory_step` multiplies ``memory_d > 1`` memories as a batch of
+    (memory_d, order) matrices (an einsum) rather than as the rows of one matrix.
+
+    Chosen by which was faster in a seq-rnn training step (``benchmarks/bench.py``):
+    TensorFlow's batched product was faster with oneDNN on an Intel Xeon with AVX-512
+    (the 2-D product took 22% longer), and 4.6x slower without oneDNN on an AMD EPYC
+    (TensorFlow runs oneDNN by default only on CPUs with AVX-512 VNNI, BF16 or AMX; the
+    AMD EPYC measured 4,193 against 901 ms per step). JAX and PyTorch were as fast
+    either way (within 6%) and keep the batched einsum.
+    """
+    if keras.config.backend() != "tensorflow":
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - a TensorFlow without this module
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def impulse_response(A_bar, B_bar, steps: int):

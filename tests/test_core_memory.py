@@ -176,6 +176,45 @@ def test_matches_reference(
 
 
 @exact
+def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch):
+    """``memory_step`` multiplies ``memory_d > 1`` memories as a batch of matrices or
+    as the rows of one (which one runs depends on the backend and the CPU): both
+    give the reference's memories, and one training step gives the same weights."""
+    options = dict(
+        memory_d=3,
+        order=5,
+        theta=7.0,
+        discretizer="zoh",
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        dtype=DTYPE,
+    )
+    x = rng.uniform(-1, 1, (4, STEPS, 2))
+    y = rng.uniform(-1, 1, (4, STEPS, 15))
+    trained = []
+    for batched in (True, False):
+        monkeypatch.setattr(keras_lmu.ops, "stacks_memories_in_batches", lambda b=batched: b)
+        layer = make_layer("rnn", None, True, **options)
+        layer(x)
+        if not trained:
+            randomize(layer, rng)
+            weights = layer.get_weights()
+        layer.set_weights(weights)
+        expected, _ = reference_for(layer, x, None, **options)
+        assert_close(layer(x), expected)
+        model = keras.Sequential([keras.Input((STEPS, 2), dtype=DTYPE), layer])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.train_on_batch(x, y)
+        trained.append(model.get_weights())
+    assert not np.allclose(trained[0][0], weights[0]), "the step changed the kernel"
+    for a, b in zip(*trained, strict=True):
+        assert_close(a, b)
+
+
+@exact
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw", "scan"])
 def test_trainable_theta_uses_trained_value(rng, form, discretizer):
