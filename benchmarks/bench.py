@@ -31,6 +31,10 @@ Cases (``--cases``; all by default; ``T`` steps, ``b`` batch):
 ``seq-ff-full``, ``seq-lmu-full``
     ``seq-ff-fft`` (``LMUFeedforward``'s default ``conv_mode``) and ``seq-lmu`` with
     ``return_sequences=True``, ``Dense(2)`` on every step.
+``seq-ff-scan-full``
+    ``seq-ff-full`` with ``conv_mode="scan"`` (the chunked scan, which ``LMU`` picks
+    for this model); keras-lmu, which has no such mode, runs its default, the FFT
+    (its ``"raw"`` fails here).
 ``long``
     input (T, 1), ``LMU(1, 256, theta=4096, None, return_sequences=True)``, mean over
     the steps, mean squared error; b 1, T in 1024, 4096, 16384, 65536
@@ -129,6 +133,7 @@ CASES = (
     "seq-lmu",
     "seq-ff-full",
     "seq-lmu-full",
+    "seq-ff-scan-full",
     "long",
     "lstm",
 )
@@ -258,6 +263,17 @@ def case_specs(case: str, args) -> list[dict]:
         ],
         "seq-lmu-full": [
             dict(seq, **seq_memory, layer="LMU", return_sequences=True, per_step=True)
+        ],
+        "seq-ff-scan-full": [
+            dict(
+                seq,
+                **seq_memory,
+                layer="LMUFeedforward",
+                conv_mode="scan",
+                peer_conv_mode="fft",
+                return_sequences=True,
+                per_step=True,
+            )
         ],
         "long": [
             {
@@ -547,6 +563,8 @@ class Child:
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ, KERAS_BACKEND=runner["backend"], TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("JAX_ENABLE_X64", None)
+        if runner["library"] == PEER and "peer_conv_mode" in spec:
+            spec = dict(spec, conv_mode=spec["peer_conv_mode"])
         command = [runner["python"], HERE, "--child", json.dumps(spec)]
         self.process = subprocess.Popen(
             command,
@@ -968,12 +986,19 @@ SPEED_TARGETS = (
     ("seq-ff-fft", 5.0),
     ("seq-ff-raw", 5.0),
     ("seq-ff-full", 1.5),
+    ("seq-ff-scan-full", 1.5),
     ("psmnist-rnn", 1.0),
     ("seq-rnn", 1.0),
     ("trainable-theta", 100.0),
 )
 #: Feedforward cases whose memory use should be at most half of keras-lmu's.
-MEMORY_TARGET_CASES = ("psmnist-ff", "seq-ff-fft", "seq-ff-raw", "seq-ff-full")
+MEMORY_TARGET_CASES = (
+    "psmnist-ff",
+    "seq-ff-fft",
+    "seq-ff-raw",
+    "seq-ff-full",
+    "seq-ff-scan-full",
+)
 #: How much faster per training step the parallel psMNIST model should be than an LSTM.
 LSTM_TARGET = 50.0
 
