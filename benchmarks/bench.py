@@ -221,6 +221,12 @@ def parse_args(argv=None):
         help="only write the report, from earlier JSON files (several: merged in order, "
         "e.g. a full run and a re-run of some cases)",
     )
+    parser.add_argument(
+        "--notes",
+        metavar="MARKDOWN",
+        help="what is known of why a backend is slow on the machine of the run: a "
+        "markdown file whose lines replace the report's general notes",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -905,7 +911,7 @@ def main(argv=None):
         return
     out, report_path, plot_path = default_paths(args)
     if args.report_from:
-        write_report(merge(args.report_from), report_path, plot_path, args.report_from)
+        write_report(merge(args.report_from), report_path, plot_path, args.report_from, args.notes)
         return
     if not args.no_peer:
         ensure_peer_venv()
@@ -943,7 +949,7 @@ def main(argv=None):
     data["meta"]["load_average_at_end"] = list(os.getloadavg())
     save(data, out)
     print(f"wrote {out}", flush=True)
-    write_report(data, report_path, plot_path, [out])
+    write_report(data, report_path, plot_path, [out], args.notes)
 
 
 # -- the report -----------------------------------------------------------------------
@@ -1003,29 +1009,19 @@ MEMORY_TARGET_CASES = (
 LSTM_TARGET = 50.0
 
 
-#: What is known of why a backend is slow, for the report of a run on the CPU ...
+#: What holds on any CPU of why a backend is slow; what was found on one machine goes
+#: in a ``--notes`` file instead.
 CPU_NOTES = [
     "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`, and Keras's own `lstm`): "
     "Keras's PyTorch backend runs the loop over the steps in Python, eagerly, so "
     "every step's operations (and their gradients) are dispatched one by one.",
-    "- Step by step on JAX: the loop is a compiled `lax.scan`; the same operations "
-    "run several times slower per step than in TensorFlow's `while_loop` on this "
-    "CPU. Not analysed further.",
     '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
     "of keras-lmu's API): it takes an inverse FFT per channel and order over the "
     "whole sequence (131,072 of 1,024 points here), forward and backward, and "
-    "keras-lmu's FFT form has the same cost: at best as fast (TensorFlow). `LMU`'s "
-    '`conv_mode="auto"` computes the same outputs with the chunked scan '
-    '(`seq-lmu-full`), as does `LMUFeedforward(conv_mode="scan")`.',
-    "- `seq-rnn` on TensorFlow is at parity with keras-lmu, not ahead: 0.94x in the "
-    "run above, 1.03x and 0.99x in two TensorFlow-only reruns the same day "
-    "(`benchmarks/results/bench-20261127-seq-rnn-tf-*.json`). TensorFlow's profiler "
-    "puts about 45% of a step in memory-bound work around the one einsum per step "
-    "that does the arithmetic: the 16 x 8,192 memory is written several times per "
-    "step (the `B_bar u_t` outer product, the sums, and in the backward pass the "
-    "zero gradient of the cell's per-step output that Keras's `RNN` adds). Computing "
-    "`B_bar u_t` as a matrix product instead of a broadcast multiply took 11% off "
-    "the step (same process, alternating).",
+    "keras-lmu's FFT form has the same cost. The same layer with "
+    '`conv_mode="scan"` (`seq-ff-scan-full`) and `LMU`, whose `conv_mode="auto"` '
+    "picks the scan here (`seq-lmu-full`), compute the same outputs with the chunked "
+    "scan.",
 ]
 #: ... and on a GPU.
 ACCELERATOR_NOTES = [
@@ -1041,7 +1037,7 @@ ACCELERATOR_NOTES = [
 ]
 
 
-def target_lines(results: list[dict]) -> list[str]:
+def target_lines(results: list[dict], notes: list[str] | None = None) -> list[str]:
     """The report's table of targets: each case's ratio per backend, the best, met or not."""
     by_case: dict[str, list[dict]] = {}
     for result in results:
@@ -1128,12 +1124,15 @@ def target_lines(results: list[dict]) -> list[str]:
             "build (the imports alone differ by framework), as a fraction of keras-lmu's.",
             "",
         ]
-    on_accelerator = any(r.get("accelerator") for r in results)
-    notes = ACCELERATOR_NOTES if on_accelerator else CPU_NOTES
+    if notes is None:
+        on_accelerator = any(r.get("accelerator") for r in results)
+        notes = ACCELERATOR_NOTES if on_accelerator else CPU_NOTES
     return lines + ["Where a backend is slow, what is known of why:", ""] + notes + [""]
 
 
-def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
+def write_report(
+    data: dict, path: str, plot_path: str, json_paths: list[str], notes_path: str | None = None
+):
     meta = data["meta"]
     commands = meta.get("commands") or [meta["command"]]
     results = data["results"]
@@ -1208,7 +1207,11 @@ def write_report(data: dict, path: str, plot_path: str, json_paths: list[str]):
         "exceed the matmul peak.",
         "",
     ]
-    lines += target_lines(results)
+    notes = None
+    if notes_path:
+        with open(notes_path) as file:
+            notes = file.read().strip().splitlines()
+    lines += target_lines(results, notes)
     groups = group_results(results)
     runners = [r["name"] for r in meta["runners"]]
     if has_peer:

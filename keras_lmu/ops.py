@@ -114,6 +114,23 @@ def matrix_product(a, b):
     return ops.einsum("ij,jk->ik", a, b)
 
 
+def last_axis_product(x, matrix):
+    """``x @ matrix`` over the last axis of ``x`` (of any rank).
+
+    On TensorFlow as one product of 2-D matrices: ``keras.ops.einsum("btj,jk->btk")``
+    is a batched product there (``BatchMatMulV2``, the matrix broadcast over the
+    batch), which without oneDNN took 3.6x as long in a training step of
+    ``LMUFeedforward(32, 256, 784, None, return_sequences=True, conv_mode="scan")``
+    on an AMD EPYC (7.2 against 2.0 s). JAX was 5-15% slower with the 2-D product and
+    keeps the einsum, as does PyTorch (the same either way).
+    """
+    middle = [static_size(x, axis) for axis in range(1, len(x.shape) - 1)]
+    if keras.config.backend() != "tensorflow" or None in middle:
+        return ops.einsum("...j,jk->...k", x, matrix)
+    rows = ops.reshape(x, (-1, static_size(x, -1)))
+    return ops.reshape(matrix_product(rows, matrix), (-1, *middle, static_size(matrix, 1)))
+
+
 def discretize_zoh(A, B, theta_inv):
     """Zero-order hold (dt = 1) of ``dm/dt = theta_inv * (A m + B u)``.
 
@@ -179,7 +196,8 @@ def memory_step(memory, u, transition, B_bar):
         return memory + (matrix_product(memory, transition) + matrix_product(u, B_row))
     if stacks_memories_in_batches():
         per_memory = ops.reshape(memory, (-1, size // order, order))
-        drive = ops.reshape(matrix_product(ops.reshape(u, (-1, 1)), B_row), ops.shape(per_memory))
+        drive = matrix_product(ops.reshape(u, (-1, 1)), B_row)
+        drive = ops.reshape(drive, (-1, size // order, order))
         per_memory = per_memory + (ops.einsum("bdj,ji->bdi", per_memory, transition) + drive)
         return ops.reshape(per_memory, (-1, size))
     rows = ops.reshape(memory, (-1, order))  # one memory per row of a 2-D tensor
@@ -305,7 +323,7 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None, 
     inputs = ops.concatenate(
         [ops.reshape(blocks, (batch, chunks, chunk * channels)), previous], axis=-1
     )
-    states = ops.einsum("bkx,xy->bky", inputs, ops.concatenate([toeplitz, carried], axis=0))
+    states = last_axis_product(inputs, ops.concatenate([toeplitz, carried], axis=0))
     return ops.reshape(states, (batch, chunks * chunk, size))[:, :steps]
 
 
@@ -357,7 +375,7 @@ def linear_recurrence(inputs, matrix, powers=None):
     while shift < steps:
         if powers is not None:
             power = powers[level]
-        later = states[:, shift:] + ops.einsum("bt...j,ij->bt...i", states[:, :-shift], power)
+        later = states[:, shift:] + last_axis_product(states[:, :-shift], ops.transpose(power))
         states = ops.concatenate([states[:, :shift], later], axis=1)
         shift, level = 2 * shift, level + 1
         if shift < steps and powers is None:
