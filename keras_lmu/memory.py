@@ -287,7 +287,7 @@ class LegendreMemory(keras.layers.Layer):
         dtype = self.memory_dtype
         encoded = ops.cast(inputs, dtype)
         if self.kernel is not None:
-            encoded = ops.einsum("...i,id->...d", encoded, ops.cast(self.kernel, dtype))
+            encoded = lmu_ops.last_axis_product(encoded, ops.cast(self.kernel, dtype))
         if self.bias is not None:
             encoded = encoded + ops.cast(self.bias, dtype)
         return encoded
