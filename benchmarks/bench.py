@@ -553,6 +553,14 @@ def matmul_peak() -> dict:
     return {"gflops": 2 * size**3 / best / 1e9, "seconds": best, "size": size}
 
 
+def spec_for(runner: dict, spec: dict) -> dict:
+    """The model ``runner`` builds for ``spec``: keras-lmu takes ``peer_conv_mode``
+    where this library's ``conv_mode`` is one that keras-lmu does not have."""
+    if runner["library"] == PEER and "peer_conv_mode" in spec:
+        return dict(spec, conv_mode=spec["peer_conv_mode"])
+    return spec
+
+
 class Child:
     """One benchmark process, driven line by line through its stdin and stdout."""
 
@@ -569,9 +577,7 @@ class Child:
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ, KERAS_BACKEND=runner["backend"], TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("JAX_ENABLE_X64", None)
-        if runner["library"] == PEER and "peer_conv_mode" in spec:
-            spec = dict(spec, conv_mode=spec["peer_conv_mode"])
-        command = [runner["python"], HERE, "--child", json.dumps(spec)]
+        command = [runner["python"], HERE, "--child", json.dumps(spec_for(runner, spec))]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

@@ -49,6 +49,27 @@ def test_bench_runs_tiny_cases(tmp_path):
     for case in CASES:
         assert f"`{case}`" in text
     assert plot.read_bytes().startswith(b"\x89PNG")
+    # The report again from the JSON, with the notes of a machine instead of the
+    # general ones.
+    notes, again = tmp_path / "notes.md", tmp_path / "again.md"
+    notes.write_text("- A note on this machine.\n")
+    command = [sys.executable, str(BENCH), "--report-from", str(out), "--notes", str(notes)]
+    command += ["--report", str(again), "--plot", str(tmp_path / "again.png")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = again.read_text()
+    assert "- A note on this machine." in text
+    assert all(note not in text for note in _bench_module().CPU_NOTES)
+
+
+def test_keras_lmu_runs_its_own_conv_mode_where_this_library_has_another():
+    bench = _bench_module()
+    spec = {"case": "seq-ff-scan-full", "conv_mode": "scan", "peer_conv_mode": "fft"}
+    own = {"library": bench.OWN}
+    peer = {"library": bench.PEER}
+    assert bench.spec_for(own, spec)["conv_mode"] == "scan"
+    assert bench.spec_for(peer, spec)["conv_mode"] == "fft"
+    assert spec["conv_mode"] == "scan"  # not changed in place
 
 
 def _bench_module():
