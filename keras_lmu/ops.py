@@ -119,10 +119,11 @@ def last_axis_product(x, matrix):
 
     On TensorFlow as one product of 2-D matrices: ``keras.ops.einsum("btj,jk->btk")``
     is a batched product there (``BatchMatMulV2``, the matrix broadcast over the
-    batch), which without oneDNN took 3.6x as long in a training step of
+    batch), which without oneDNN made a training step of
     ``LMUFeedforward(32, 256, 784, None, return_sequences=True, conv_mode="scan")``
-    on an AMD EPYC (7.2 against 2.0 s). JAX was 5-15% slower with the 2-D product and
-    keeps the einsum, as does PyTorch (the same either way).
+    3.2x as long on an AMD EPYC (5,983 against 1,863 ms, docs/benchmarks-amd-epyc.md).
+    JAX was 5-15% slower with the 2-D product and keeps the einsum, as does PyTorch
+    (the same either way).
     """
     middle = [static_size(x, axis) for axis in range(1, len(x.shape) - 1)]
     if keras.config.backend() != "tensorflow" or None in middle:
@@ -212,10 +213,10 @@ def stacks_memories_in_batches() -> bool:
 
     Chosen by which was faster in a seq-rnn training step (``benchmarks/bench.py``):
     TensorFlow's batched product was faster with oneDNN on an Intel Xeon with AVX-512
-    (the 2-D product took 22% longer), and 4.6x slower without oneDNN on an AMD EPYC
-    (TensorFlow runs oneDNN by default only on CPUs with AVX-512 VNNI, BF16 or AMX; the
-    AMD EPYC measured 4,193 against 901 ms per step). JAX and PyTorch were as fast
-    either way (within 6%) and keep the batched einsum.
+    (the 2-D product took 22% longer), and 4.1x slower without oneDNN on an AMD EPYC
+    (TensorFlow runs oneDNN by default only on CPUs with AVX-512 VNNI, BF16 or AMX):
+    3,999 against 979 ms per step (docs/benchmarks-amd-epyc.md). JAX and PyTorch were
+    as fast either way (within 6%) and keep the batched einsum.
     """
     if keras.config.backend() != "tensorflow":
         return True
