@@ -340,6 +340,12 @@ def _add_demo_command(subcommands) -> None:
         help="how many training images to train on, at most 50000 (default: %(default)s)",
     )
     demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and the shuffling (default: %(default)s)",
+    )
+    demo.add_argument(
         "--model",
         default=None,
         metavar="PATH",
@@ -753,6 +759,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     Returns the exit status.
     """
+    import keras
+
     from keras_lmu.psmnist import load_splits
 
     splits = load_splits(args.train_size)
@@ -779,6 +787,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     score_saved_model(Path(args.model) if args.model else default_model_path(), x_test, y_test)
     batches_per_epoch = -(-len(x_train) // args.batch_size)
+    keras.utils.set_random_seed(args.seed)
     model = build_demo_model(x_train.shape[1], training_steps=args.epochs * batches_per_epoch)
     start = time.perf_counter()
     history = model.fit(
