@@ -34,7 +34,7 @@ Cases (``--cases``; all by default; ``T`` steps, ``b`` batch):
 ``seq-ff-scan-full``
     ``seq-ff-full`` with ``conv_mode="scan"`` (the chunked scan, which ``LMU`` picks
     for this model); keras-lmu, which has no such mode, runs its default, the FFT
-    (its ``"raw"`` fails here).
+    (its ``"raw"`` aborts on TensorFlow with oneDNN for ``memory_d=32``).
 ``long``
     input (T, 1), ``LMU(1, 256, theta=4096, None, return_sequences=True)``, mean over
     the steps, mean squared error; b 1, T in 1024, 4096, 16384, 65536
