@@ -195,14 +195,13 @@ def memory_step(memory, u, transition, B_bar):
     B_row = ops.reshape(B_bar, (1, order))
     if size == order:  # a single memory
         return memory + (matrix_product(memory, transition) + matrix_product(u, B_row))
+    drive = matrix_product(ops.reshape(u, (-1, 1)), B_row)  # one memory per row
     if stacks_memories_in_batches():
         per_memory = ops.reshape(memory, (-1, size // order, order))
-        drive = matrix_product(ops.reshape(u, (-1, 1)), B_row)
         drive = ops.reshape(drive, (-1, size // order, order))
         per_memory = per_memory + (ops.einsum("bdj,ji->bdi", per_memory, transition) + drive)
         return ops.reshape(per_memory, (-1, size))
     rows = ops.reshape(memory, (-1, order))  # one memory per row of a 2-D tensor
-    drive = matrix_product(ops.reshape(u, (-1, 1)), B_row)
     return ops.reshape(rows + (matrix_product(rows, transition) + drive), (-1, size))
 
 
