@@ -215,6 +215,71 @@ def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch
 
 
 @exact
+def test_fft_in_pieces_matches_reference(rng, monkeypatch):
+    """The FFT convolution computed in pieces (one order, blocks of orders, groups of
+    channels with a smaller last group) gives the reference's memories, and one
+    training step with a trainable theta gives the weights of the one-piece FFT."""
+    options = dict(
+        memory_d=3,
+        order=6,
+        theta=7.0,
+        discretizer="zoh",
+        hidden_to_memory=False,
+        memory_to_memory=False,
+        input_to_hidden=False,
+        use_bias=True,
+        trainable_theta=True,
+        kernel_initializer="glorot_uniform",
+        dtype=DTYPE,
+    )
+    x = rng.uniform(-1, 1, (2, STEPS, 2))
+    y = rng.uniform(-1, 1, (2, STEPS, 18))
+    # 13 steps: 32-point FFTs, 17 frequencies, 34 values per order in a batch of 2.
+    pieces = {1 << 62: (3, 6), 34: (1, 1), 100: (1, 2), 500: (2, 6)}
+    trained = []
+    for values, shape in pieces.items():
+        monkeypatch.setattr(keras_lmu.ops, "FFT_PIECE_VALUES", values)
+        assert keras_lmu.ops.fft_piece_shape(2, 3, 6, 17) == shape
+        layer = make_layer("fft", None, True, **options)
+        layer(x)
+        if not trained:
+            randomize(layer, rng)
+            weights = layer.get_weights()
+        layer.set_weights(weights)
+        expected, _ = reference_for(layer, x, None, **options)
+        assert_close(layer(x), expected)
+        model = keras.Sequential([keras.Input((STEPS, 2), dtype=DTYPE), layer])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.train_on_batch(x, y)
+        trained.append(model.get_weights())
+    assert not np.allclose(trained[0][1], weights[1]), "the step changed theta"
+    for other in trained[1:]:
+        for a, b in zip(trained[0], other, strict=True):
+            assert_close(a, b)
+
+
+def test_fft_piece_shape_bounds_size_and_count():
+    ops = keras_lmu.ops
+    for batch, channels, order, frequencies in [
+        (16, 32, 256, 513),
+        (None, 32, 256, 513),
+        (100, 1, 256, 1025),
+        (1, 1, 256, 32769),
+        (4096, 512, 1024, 4097),
+        (1, 7, 3, 9),
+    ]:
+        group, orders = ops.fft_piece_shape(batch, channels, order, frequencies)
+        count = -(-channels // group) * -(-order // orders)
+        assert 1 <= group <= channels and 1 <= orders <= order
+        assert count <= ops.FFT_MAX_PIECES
+        size = (batch or ops.FFT_ASSUMED_BATCH) * frequencies * group * orders
+        if count <= ops.FFT_MAX_PIECES // 2 and (group, orders) != (1, 1):
+            # Larger pieces only where smaller ones would be too many.
+            assert size <= ops.FFT_PIECE_VALUES, (batch, channels, order)
+    assert ops.fft_piece_shape(16, 32, 256, 513) == (1, 52)  # 5 blocks of orders a channel
+
+
+@exact
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw", "scan"])
 def test_trainable_theta_uses_trained_value(rng, form, discretizer):
