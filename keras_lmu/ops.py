@@ -22,9 +22,10 @@ EXPM_TAYLOR_MAX_NORM = {"float16": 2.0, "bfloat16": 2.0, "float32": 2.0, "float6
 #: Most squarings :func:`matrix_exponential` does: 1-norms up to 0.5 * 2**31 (about 1e9).
 EXPM_MAX_SQUARINGS = 31
 #: :func:`per_channel_fft_convolution` in pieces: complex values in one piece (2**19:
-#: 4 MiB in complex64), most pieces, and the batch size assumed where it is unknown.
+#: 4 MiB in complex64), most blocks of orders in one channel (each block is a few
+#: operations in the graph), and the batch size assumed where it is unknown.
 FFT_PIECE_VALUES = 1 << 19
-FFT_MAX_PIECES = 256
+FFT_MAX_BLOCKS = 16
 FFT_ASSUMED_BATCH = 32
 
 
@@ -447,10 +448,7 @@ def causal_convolution_fft(signal, response):
     response = _fit_length(response, steps)
     fft_length = _fft_length(2 * steps)
     if len(response.shape) == 2:
-        memory = per_channel_fft_convolution(
-            ops.transpose(signal, (0, 2, 1)), ops.transpose(response), fft_length, steps
-        )
-        return ops.transpose(memory, (0, 3, 1, 2))  # (batch, steps, channels, order)
+        return per_channel_fft_convolution(signal, response, fft_length)
     signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
     response_real, response_imag = ops.rfft(ops.transpose(response, (1, 2, 0)), fft_length)
 
@@ -463,68 +461,67 @@ def causal_convolution_fft(signal, response):
     return ops.transpose(memory, (0, 2, 1))
 
 
-def per_channel_fft_convolution(signal, response, fft_length: int, steps: int):
-    """``irfft(rfft(signal)[:, :, None] * rfft(response))[..., :steps]``, in pieces.
+def per_channel_fft_convolution(signal, response, fft_length: int):
+    """``m_t = sum_k H[k] v_{t-k}`` for each channel of ``v``: FFTs of ``fft_length``
+    points, in pieces.
 
-    Every channel of ``signal`` (batch, channels, steps) circularly convolved with every
-    row of ``response`` (order, steps), both zero-padded to ``fft_length`` points, and
-    the first ``steps`` points kept: a tensor of (batch, channels, order, steps).
+    ``signal`` is (batch, steps, channels), ``response`` (steps, order); returns
+    (batch, steps, channels, order). Both are zero-padded to ``fft_length`` (at least
+    ``2 * steps - 1``, so that the circular convolution is the causal one).
 
-    The spectra are multiplied and transformed back in pieces of a few channels and
-    orders (:func:`fft_piece_shape`) rather than all at once: a piece's spectrum and
-    inverse can stay in the processor's cache, where the whole product and inverse
-    (each twice the size of the result) stream through memory. In a JAX training step,
+    The spectra are multiplied and transformed back piece by piece: a loop
+    (``keras.ops.map``) over groups of channels, each in a few blocks of orders
+    (:func:`fft_piece_shape`), rather than all at once. A piece's spectrum and inverse
+    can stay in the processor's cache, where the whole product and inverse (each
+    twice the size of the result) stream through memory. In a JAX training step,
     pieces with 67, 17, 8 and 4 MiB of spectrum were ever faster, 2 MiB no faster than
-    4 (the same machine as below). For memory_d 32, order 256 and 512
+    4, and a loop over the channels about as fast as the same pieces written out one
+    by one, which took 3-4x as long to compile. For memory_d 32, order 256 and 512
     steps in batches of 16 (the ``seq-ff-full`` benchmark) on a 2-core AMD EPYC with a
-    32 MiB L3 cache, one piece took 1.38x (JAX), 1.35x (TensorFlow) and 2.49x
-    (PyTorch) as long per training step as these pieces, and 1.90x, 1.34x and 2.88x
-    per forward pass (``python benchmarks/fft_pieces.py --backend B``).
+    32 MiB L3 cache, the FFT in one piece took 1.48x (JAX), 1.36x (TensorFlow) and
+    2.53x (PyTorch) as long per training step as these pieces, and 1.62x, 1.61x and
+    2.22x per forward pass (``python benchmarks/fft_pieces.py --backend B --repeats 7``).
     """
+    steps, channels = static_size(signal, 1), static_size(signal, 2)
+    order = static_size(response, 1)
     batch = signal.shape[0]  # None, or symbolic in an export with a free batch size
     batch = batch if isinstance(batch, int) else None
-    channels, order = static_size(signal, 1), static_size(response, 0)
-    frequencies = fft_length // 2 + 1
-    channel_block, order_block = fft_piece_shape(batch, channels, order, frequencies)
-    signal_spectrum = _rfft(signal, fft_length)
-    response_spectrum = _rfft(response, fft_length)
-    rows = []
-    for channel in range(0, channels, channel_block):
-        spectrum = _map_spectrum(
-            signal_spectrum, lambda x, c=channel: ops.expand_dims(x[:, c : c + channel_block], 2)
-        )
-        pieces = [
+    group, orders = fft_piece_shape(batch, channels, order, fft_length // 2 + 1)
+    groups = ops.reshape(signal, (-1, steps, channels // group, group))
+    groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
+    response_spectrum = _rfft(ops.transpose(response), fft_length)  # (order, frequencies)
+
+    def convolve_group(spectrum):  # (batch, group, frequencies) -> (batch, group, order, steps)
+        spectrum = _map_spectrum(spectrum, lambda x: ops.expand_dims(x, 2))
+        blocks = [
             _irfft_of_product(
                 spectrum,
-                _map_spectrum(response_spectrum, lambda x, o=start: x[o : o + order_block]),
+                _map_spectrum(response_spectrum, lambda x, o=start: x[o : o + orders]),
                 fft_length,
             )[..., :steps]
-            for start in range(0, order, order_block)
+            for start in range(0, order, orders)
         ]
-        rows.append(pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=2))
-    return rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=1)
+        return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=2)
+
+    memory = ops.map(convolve_group, _rfft(groups, fft_length))
+    memory = ops.transpose(memory, (1, 4, 0, 2, 3))  # (batch, steps, groups, group, order)
+    return ops.reshape(memory, (-1, steps, channels, order))
 
 
 def fft_piece_shape(batch: int | None, channels: int, order: int, frequencies: int):
     """(channels, orders) in one piece of :func:`per_channel_fft_convolution`.
 
-    Pieces hold about :data:`FFT_PIECE_VALUES` complex values (one channel and a
-    block of orders, or several whole channels), and there are at most
-    :data:`FFT_MAX_PIECES` of them (each piece is a few operations in the graph). An
-    unknown batch size counts as :data:`FFT_ASSUMED_BATCH`.
+    A piece holds about :data:`FFT_PIECE_VALUES` complex values: a group of channels
+    (a divisor of ``channels``) with every order, or one channel with a block of
+    orders, in at most :data:`FFT_MAX_BLOCKS` blocks of about equal size. An unknown
+    batch size counts as :data:`FFT_ASSUMED_BATCH`.
     """
     per_order = (batch or FFT_ASSUMED_BATCH) * frequencies
-    orders = max(1, min(order, FFT_PIECE_VALUES // per_order))
-    group = max(1, FFT_PIECE_VALUES // (per_order * order)) if orders == order else 1
-    while -(-channels // group) * -(-order // orders) > FFT_MAX_PIECES:
-        if orders < order:
-            orders = min(order, 2 * orders)
-        else:
-            group *= 2
-    # Pieces of equal size: 5 blocks of 52 orders rather than 4 of 63 and one of 4.
-    orders = -(-order // -(-order // orders))
-    group = -(-channels // -(-channels // group))
-    return min(group, channels), orders
+    if per_order * order <= FFT_PIECE_VALUES:
+        fitting = FFT_PIECE_VALUES // (per_order * order)
+        return max(g for g in range(1, channels + 1) if channels % g == 0 and g <= fitting), order
+    blocks = min(-(-per_order * order // FFT_PIECE_VALUES), FFT_MAX_BLOCKS, order)
+    return 1, -(-order // blocks)
 
 
 def _rfft(x, fft_length: int):

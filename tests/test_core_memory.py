@@ -217,10 +217,10 @@ def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch
 @exact
 def test_fft_in_pieces_matches_reference(rng, monkeypatch):
     """The FFT convolution computed in pieces (one order, blocks of orders, groups of
-    channels with a smaller last group) gives the reference's memories, and one
-    training step with a trainable theta gives the weights of the one-piece FFT."""
+    channels) gives the reference's memories, and one training step with a trainable
+    theta gives the weights of the FFT in one piece."""
     options = dict(
-        memory_d=3,
+        memory_d=4,
         order=6,
         theta=7.0,
         discretizer="zoh",
@@ -233,13 +233,13 @@ def test_fft_in_pieces_matches_reference(rng, monkeypatch):
         dtype=DTYPE,
     )
     x = rng.uniform(-1, 1, (2, STEPS, 2))
-    y = rng.uniform(-1, 1, (2, STEPS, 18))
+    y = rng.uniform(-1, 1, (2, STEPS, 24))
     # 13 steps: 32-point FFTs, 17 frequencies, 34 values per order in a batch of 2.
-    pieces = {1 << 62: (3, 6), 34: (1, 1), 100: (1, 2), 500: (2, 6)}
+    pieces = {1 << 62: (4, 6), 34: (1, 1), 100: (1, 2), 500: (2, 6)}
     trained = []
     for values, shape in pieces.items():
         monkeypatch.setattr(keras_lmu.ops, "FFT_PIECE_VALUES", values)
-        assert keras_lmu.ops.fft_piece_shape(2, 3, 6, 17) == shape
+        assert keras_lmu.ops.fft_piece_shape(2, 4, 6, 17) == shape
         layer = make_layer("fft", None, True, **options)
         layer(x)
         if not trained:
@@ -258,7 +258,7 @@ def test_fft_in_pieces_matches_reference(rng, monkeypatch):
             assert_close(a, b)
 
 
-def test_fft_piece_shape_bounds_size_and_count():
+def test_fft_piece_shape_bounds_size_and_blocks():
     ops = keras_lmu.ops
     for batch, channels, order, frequencies in [
         (16, 32, 256, 513),
@@ -266,17 +266,20 @@ def test_fft_piece_shape_bounds_size_and_count():
         (100, 1, 256, 1025),
         (1, 1, 256, 32769),
         (4096, 512, 1024, 4097),
-        (1, 7, 3, 9),
+        (1, 12, 3, 9),
+        (2, 7, 3, 9),
     ]:
         group, orders = ops.fft_piece_shape(batch, channels, order, frequencies)
-        count = -(-channels // group) * -(-order // orders)
-        assert 1 <= group <= channels and 1 <= orders <= order
-        assert count <= ops.FFT_MAX_PIECES
+        blocks = -(-order // orders)
+        assert channels % group == 0 and 1 <= orders <= order
+        assert group == 1 or orders == order
+        assert blocks <= ops.FFT_MAX_BLOCKS
         size = (batch or ops.FFT_ASSUMED_BATCH) * frequencies * group * orders
-        if count <= ops.FFT_MAX_PIECES // 2 and (group, orders) != (1, 1):
-            # Larger pieces only where smaller ones would be too many.
+        if blocks < ops.FFT_MAX_BLOCKS and orders > 1:
             assert size <= ops.FFT_PIECE_VALUES, (batch, channels, order)
     assert ops.fft_piece_shape(16, 32, 256, 513) == (1, 52)  # 5 blocks of orders a channel
+    assert ops.fft_piece_shape(1, 12, 3, 9) == (12, 3)
+    assert ops.fft_piece_shape(2**16, 12, 3, 9) == (1, 1)
 
 
 @exact
