@@ -24,6 +24,10 @@ from keras_lmu.memory import LegendreMemory, assign_saved_variables
 #: 2.0-10.6x on JAX, 1.3-3.9x on TensorFlow and 0.97-4.7x on PyTorch (1.45-4.3x with
 #: memory_to_memory), except with memory_to_memory at size 256 on TensorFlow, which
 #: runs step by step anyway (below). Larger states were not measured: FFT there.
+#: Measured before the FFT ran in pieces (``keras_lmu.ops.per_channel_fft_convolution``),
+#: which changes only spectra of more than ``FFT_PIECE_VALUES`` complex values
+#: (1.36-2.53x faster at memory_d 32, order 256, T 512, batch 16, where the scan was
+#: still faster); not measured again since.
 SCAN_MAX_SIZE = 256
 #: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
 #: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
