@@ -474,13 +474,14 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     (:func:`fft_piece_shape`), rather than all at once. A piece's spectrum and inverse
     can stay in the processor's cache, where the whole product and inverse (each
     twice the size of the result) stream through memory. In a JAX training step,
-    pieces with 67, 17, 8 and 4 MiB of spectrum were ever faster, 2 MiB no faster than
-    4, and a loop over the channels about as fast as the same pieces written out one
-    by one, which took 3-4x as long to compile. For memory_d 32, order 256 and 512
-    steps in batches of 16 (the ``seq-ff-full`` benchmark) on a 2-core AMD EPYC with a
-    32 MiB L3 cache, the FFT in one piece took 1.48x (JAX), 1.36x (TensorFlow) and
-    2.53x (PyTorch) as long per training step as these pieces, and 1.62x, 1.61x and
-    2.22x per forward pass (``python benchmarks/fft_pieces.py --backend B --repeats 7``).
+    pieces of 67, 17, 8 and 4 MiB of spectrum were each faster than the one before,
+    2 MiB no faster than 4, and a loop over the channels about as fast as the same
+    pieces written out one by one, which took 3-4x as long to compile. For memory_d
+    32, order 256 and 512 steps in batches of 16 (the ``seq-ff-full`` benchmark) on a
+    2-core AMD EPYC with a 32 MiB L3 cache, the FFT in one piece took 1.48x (JAX),
+    1.36x (TensorFlow) and 2.53x (PyTorch) as long per training step as these pieces,
+    and 1.62x, 1.61x and 2.22x per forward pass (``python benchmarks/fft_pieces.py
+    --backend B --repeats 7``).
     """
     steps, channels = static_size(signal, 1), static_size(signal, 2)
     order = static_size(response, 1)
