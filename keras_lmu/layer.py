@@ -27,10 +27,11 @@ from keras_lmu.memory import LegendreMemory, assign_saved_variables
 #: Measured before the FFT ran in pieces (``keras_lmu.ops.per_channel_fft_convolution``),
 #: which changes only spectra of more than ``FFT_PIECE_VALUES`` complex values
 #: (1.36-2.53x faster at memory_d 32, order 256, T 512, batch 16, where the scan was
-#: still faster). PyTorch measured again after it (``parallel.py --backend torch
-#: --threads 1 --cases scan``: benchmarks/results/scan-torch-fft-pieces.json): without
-#: memory_to_memory, fft/scan 0.88-3.16 from T = 1024 (1.36 at order 256, was 1.93 and
-#: 4.06), so the rule stands there; JAX and TensorFlow not measured again.
+#: still faster). Measured again after it on a 2-core AMD EPYC (``parallel.py --backend
+#: B --threads 1 --cases scan``: benchmarks/results/scan-*-fft-pieces.json), without
+#: memory_to_memory: fft/scan 1.13-3.50 on TensorFlow; 0.88-3.16 on PyTorch from T =
+#: 1024; on JAX 1.08-4.32 except order 256 at T = 256, where the FFT was faster (0.65;
+#: 1.31 and 1.08 at T = 1024 and 4096). Not changed for that one point.
 SCAN_MAX_SIZE = 256
 #: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
 #: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
