@@ -175,6 +175,24 @@ def test_matches_reference(
     assert_close(layer(x), expected)
 
 
+def match_reference_then_step(form, options, x, y, rng, weights=None):
+    """Build ``form`` (no hidden component, every step returned) with ``weights``
+    (random ones when None), check its memories against the reference, and train
+    it one SGD step on ``y``. Returns the weights before and after that step."""
+    layer = make_layer(form, None, True, **options)
+    layer(x)
+    if weights is None:
+        randomize(layer, rng)
+        weights = layer.get_weights()
+    layer.set_weights(weights)
+    expected, _ = reference_for(layer, x, None, **options)
+    assert_close(layer(x), expected)
+    model = keras.Sequential([keras.Input(x.shape[1:], dtype=DTYPE), layer])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.train_on_batch(x, y)
+    return weights, model.get_weights()
+
+
 @exact
 def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch):
     """``memory_step`` multiplies ``memory_d > 1`` memories as a batch of matrices or
@@ -194,21 +212,11 @@ def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch
     )
     x = rng.uniform(-1, 1, (4, STEPS, 2))
     y = rng.uniform(-1, 1, (4, STEPS, 15))
-    trained = []
+    trained, weights = [], None
     for batched in (True, False):
         monkeypatch.setattr(keras_lmu.ops, "stacks_memories_in_batches", lambda b=batched: b)
-        layer = make_layer("rnn", None, True, **options)
-        layer(x)
-        if not trained:
-            randomize(layer, rng)
-            weights = layer.get_weights()
-        layer.set_weights(weights)
-        expected, _ = reference_for(layer, x, None, **options)
-        assert_close(layer(x), expected)
-        model = keras.Sequential([keras.Input((STEPS, 2), dtype=DTYPE), layer])
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-        model.train_on_batch(x, y)
-        trained.append(model.get_weights())
+        weights, after_step = match_reference_then_step("rnn", options, x, y, rng, weights)
+        trained.append(after_step)
     assert not np.allclose(trained[0][0], weights[0]), "the step changed the kernel"
     for a, b in zip(*trained, strict=True):
         assert_close(a, b)
@@ -236,22 +244,12 @@ def test_fft_in_pieces_matches_reference(rng, monkeypatch):
     y = rng.uniform(-1, 1, (2, STEPS, 24))
     # 13 steps: 32-point FFTs, 17 frequencies, 34 values per order in a batch of 2.
     pieces = {1 << 62: (4, 6), 34: (1, 1), 100: (1, 2), 500: (2, 6)}
-    trained = []
+    trained, weights = [], None
     for values, shape in pieces.items():
         monkeypatch.setattr(keras_lmu.ops, "FFT_PIECE_VALUES", values)
         assert keras_lmu.ops.fft_piece_shape(2, 4, 6, 17) == shape
-        layer = make_layer("fft", None, True, **options)
-        layer(x)
-        if not trained:
-            randomize(layer, rng)
-            weights = layer.get_weights()
-        layer.set_weights(weights)
-        expected, _ = reference_for(layer, x, None, **options)
-        assert_close(layer(x), expected)
-        model = keras.Sequential([keras.Input((STEPS, 2), dtype=DTYPE), layer])
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-        model.train_on_batch(x, y)
-        trained.append(model.get_weights())
+        weights, after_step = match_reference_then_step("fft", options, x, y, rng, weights)
+        trained.append(after_step)
     assert not np.allclose(trained[0][1], weights[1]), "the step changed theta"
     for other in trained[1:]:
         for a, b in zip(trained[0], other, strict=True):
