@@ -481,7 +481,8 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     2-core AMD EPYC with a 32 MiB L3 cache, the FFT in one piece took 1.48x (JAX),
     1.36x (TensorFlow) and 2.53x (PyTorch) as long per training step as these pieces,
     and 1.62x, 1.61x and 2.22x per forward pass (``python benchmarks/fft_pieces.py
-    --backend B --repeats 7``).
+    --backend B --repeats 7``; on PyTorch 1.62x and 1.57x since its spectra are
+    complex tensors, see :func:`_rfft`).
     """
     steps, channels = static_size(signal, 1), static_size(signal, 2)
     order = static_size(response, 1)
@@ -491,20 +492,17 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     groups = ops.reshape(signal, (-1, steps, channels // group, group))
     groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
     response_spectrum = _rfft(ops.transpose(response), fft_length)  # (order, frequencies)
+    blocks = [response_spectrum[start : start + orders] for start in range(0, order, orders)]
 
-    def convolve_group(spectrum):  # (batch, group, frequencies) -> (batch, group, order, steps)
-        spectrum = _map_spectrum(spectrum, lambda x: ops.expand_dims(x, 2))
-        blocks = [
-            _irfft_of_product(
-                spectrum,
-                _map_spectrum(response_spectrum, lambda x, o=start: x[o : o + orders]),
-                fft_length,
-            )[..., :steps]
-            for start in range(0, order, orders)
-        ]
-        return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=2)
+    # The loop runs over the real signal, each group transformed inside it: PyTorch's
+    # ONNX exporter takes complex tensors through FFTs, products and slices, but
+    # cannot index or expand them.
+    def convolve_group(signal):  # (batch, group, steps) -> (batch, group, order, steps)
+        spectrum = _rfft(ops.expand_dims(signal, 2), fft_length)
+        memory = [_irfft_of_product(spectrum, block, fft_length)[..., :steps] for block in blocks]
+        return memory[0] if len(memory) == 1 else ops.concatenate(memory, axis=2)
 
-    memory = ops.map(convolve_group, _rfft(groups, fft_length))
+    memory = ops.map(convolve_group, groups)
     memory = ops.transpose(memory, (1, 4, 0, 2, 3))  # (batch, steps, groups, group, order)
     return ops.reshape(memory, (-1, steps, channels, order))
 
@@ -526,42 +524,43 @@ def fft_piece_shape(batch: int | None, channels: int, order: int, frequencies: i
 
 
 def _rfft(x, fft_length: int):
-    """The spectrum of ``x`` over its last axis: a complex tensor on JAX and
-    TensorFlow, a (real, imaginary) pair from ``keras.ops.rfft`` elsewhere.
+    """The spectrum of ``x`` over its last axis, as a complex tensor of the backend.
 
-    Complex products on JAX and TensorFlow were 1.2-1.3x faster per training step
-    than four real ones; PyTorch was no faster with them, and its complex FFT does
-    not export to ONNX.
+    ``keras.ops.rfft`` returns (real, imaginary) pairs instead: a product of pairs
+    takes four real products, and ``keras.ops.irfft`` on PyTorch joins the pair with
+    ``torch.complex``, which keeps both parts of its input for the backward pass, the
+    size of the whole product. On JAX and TensorFlow complex products were 1.2-1.3x
+    faster per training step than pairs. On PyTorch, for ``seq-ff-full`` (see
+    :func:`per_channel_fft_convolution`), pairs took 1.36-1.39x as long per training
+    step and 1.49-1.56x per forward pass as complex tensors (two runs alternating
+    both forms in one process), and the peak memory increase fell from 2,039 to 983
+    MiB (``python benchmarks/bench.py --cases seq-ff-full``).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         return tf.signal.rfft(x, [fft_length])
-    if backend == "jax":
-        import jax.numpy as jnp
+    if backend == "torch":
+        import torch
 
-        return jnp.fft.rfft(x, fft_length)
-    return ops.rfft(x, fft_length)
+        return torch.fft.rfft(x, fft_length)
+    import jax.numpy as jnp
 
-
-def _map_spectrum(spectrum, function):
-    """``function`` applied to a complex spectrum, or to both parts of a pair."""
-    if isinstance(spectrum, tuple):
-        return tuple(function(part) for part in spectrum)
-    return function(spectrum)
+    return jnp.fft.rfft(x, fft_length)
 
 
 def _irfft_of_product(a, b, fft_length: int):
     """``irfft(a * b)`` for two spectra from :func:`_rfft` (broadcast)."""
-    if isinstance(a, tuple):
-        real = a[0] * b[0] - a[1] * b[1]
-        imag = a[0] * b[1] + a[1] * b[0]
-        return ops.irfft((real, imag), fft_length)
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         return tf.signal.irfft(a * b, [fft_length])
+    if backend == "torch":
+        import torch
+
+        return torch.fft.irfft(a * b, fft_length)
     import jax.numpy as jnp
 
     return jnp.fft.irfft(a * b, fft_length)
