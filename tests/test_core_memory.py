@@ -280,6 +280,32 @@ def test_fft_piece_shape_bounds_size_and_blocks():
     assert ops.fft_piece_shape(2**16, 12, 3, 9) == (1, 1)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's autograd only")
+def test_fft_keeps_no_product_for_the_backward_pass(rng):
+    """The backward pass of the FFT convolution needs only the factors' spectra.
+
+    Complex products are linear in each factor, so autograd keeps the factors, a
+    fraction of the result's size; (real, imaginary) pairs joined by ``torch.complex``
+    kept both parts of every product, twice the result's size.
+    """
+    import torch
+
+    signal = torch.tensor(rng.normal(size=(4, 64, 3)), dtype=torch.float32, requires_grad=True)
+    response = torch.tensor(rng.normal(size=(64, 64)), dtype=torch.float32, requires_grad=True)
+    kept = {}
+
+    def keep(tensor):
+        kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        memory = keras_lmu.ops.per_channel_fft_convolution(signal, response, 128)
+    result_bytes = memory.numel() * memory.element_size()
+    assert sum(kept.values()) < result_bytes / 2, (sum(kept.values()), result_bytes)
+    memory.sum().backward()
+    assert signal.grad is not None and response.grad is not None
+
+
 @exact
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw", "scan"])
