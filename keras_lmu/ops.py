@@ -449,6 +449,7 @@ def causal_convolution_fft(signal, response):
     fft_length = _fft_length(2 * steps)
     if len(response.shape) == 2:
         return per_channel_fft_convolution(signal, response, fft_length)
+    # (real, imaginary) pairs: PyTorch's ONNX exporter has no complex einsum.
     signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
     response_real, response_imag = ops.rfft(ops.transpose(response, (1, 2, 0)), fft_length)
 
@@ -499,7 +500,7 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     # cannot index or expand them.
     def convolve_group(signal):  # (batch, group, steps) -> (batch, group, order, steps)
         spectrum = _rfft(ops.expand_dims(signal, 2), fft_length)
-        memory = [_irfft_of_product(spectrum, block, fft_length)[..., :steps] for block in blocks]
+        memory = [_irfft(spectrum * block, fft_length)[..., :steps] for block in blocks]
         return memory[0] if len(memory) == 1 else ops.concatenate(memory, axis=2)
 
     memory = ops.map(convolve_group, groups)
@@ -550,20 +551,20 @@ def _rfft(x, fft_length: int):
     return jnp.fft.rfft(x, fft_length)
 
 
-def _irfft_of_product(a, b, fft_length: int):
-    """``irfft(a * b)`` for two spectra from :func:`_rfft` (broadcast)."""
+def _irfft(spectrum, fft_length: int):
+    """The inverse of :func:`_rfft` over the last axis (``fft_length`` real points)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.signal.irfft(a * b, [fft_length])
+        return tf.signal.irfft(spectrum, [fft_length])
     if backend == "torch":
         import torch
 
-        return torch.fft.irfft(a * b, fft_length)
+        return torch.fft.irfft(spectrum, fft_length)
     import jax.numpy as jnp
 
-    return jnp.fft.irfft(a * b, fft_length)
+    return jnp.fft.irfft(spectrum, fft_length)
 
 
 def causal_convolution_direct(signal, response):

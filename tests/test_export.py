@@ -27,16 +27,22 @@ STEPS, FEATURES = 32, 3
 #: dimension fixed by mistake shows.
 BATCH = 3
 FORMATS = ("tf_saved_model", "onnx")
-PATHS = ("fft", "raw", "scan", "last_step", "recurrent", "trainable_theta")
+PATHS = ("fft", "mixing", "raw", "scan", "last_step", "recurrent", "trainable_theta")
 
 #: Why a (backend, format, path) does not export; docs/export.md has the full errors.
 UNSUPPORTED = {
     ("torch", "tf_saved_model"): "Keras exports a SavedModel from PyTorch only through "
     "torch_xla, which is not installed",
-    ("tensorflow", "onnx", "fft"): "tf2onnx converts RFFT only when ComplexAbs reads it "
-    "('Current implementation of RFFT or FFT only allows ComplexAbs as consumer'), and has "
-    "no IRFFT: the model cannot be loaded ('No Op registered for RFFT')",
-    ("jax", "onnx", "fft"): "jax2onnx: 'IRFFT requires complex64 or complex128 input'",
+    **{
+        ("tensorflow", "onnx", path): "tf2onnx converts RFFT only when ComplexAbs reads it "
+        "('Current implementation of RFFT or FFT only allows ComplexAbs as consumer'), and "
+        "has no IRFFT: the model cannot be loaded ('No Op registered for RFFT')"
+        for path in ("fft", "mixing")
+    },
+    **{
+        ("jax", "onnx", path): "jax2onnx: 'IRFFT requires complex64 or complex128 input'"
+        for path in ("fft", "mixing")
+    },
 }
 #: Exports that need a fixed batch size (``input_signature``); with a free one they fail.
 FIXED_BATCH = {
@@ -47,6 +53,7 @@ FIXED_BATCH = {
     # The TorchScript exporter, used for a free batch size, has no 'aten::fft_rfft'; the
     # dynamo exporter, used for a fixed one, has.
     ("torch", "onnx", "fft"),
+    ("torch", "onnx", "mixing"),
 }
 
 #: Run in the fresh process: loads every artifact listed in argv[1] and saves outputs.
@@ -109,6 +116,14 @@ def build_model(path: str) -> keras.Model:
     dense = keras.layers.Dense(5, dtype="float32")
     if path in ("fft", "raw", "scan"):
         lmu = keras_lmu.LMU(hidden_cell=dense, return_sequences=True, conv_mode=path, **common)
+    elif path == "mixing":  # memory_to_memory: one response mixes the memories
+        lmu = keras_lmu.LMU(
+            hidden_cell=dense,
+            memory_to_memory=True,
+            return_sequences=True,
+            conv_mode="fft",
+            **common,
+        )
     elif path == "last_step":
         lmu = keras_lmu.LMU(hidden_cell=dense, return_sequences=False, **common)
     elif path == "recurrent":
