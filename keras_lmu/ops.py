@@ -537,7 +537,7 @@ def _rfft(x, fft_length: int):
     both forms in one process), and the peak memory increase fell from 2,039 to 983
     MiB (``python benchmarks/bench.py --cases seq-ff-full``).
     """
-    backend = keras.backend.backend()
+    backend = _fft_backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -551,9 +551,20 @@ def _rfft(x, fft_length: int):
     return jnp.fft.rfft(x, fft_length)
 
 
+def _fft_backend() -> str:
+    """The Keras backend, if :func:`_rfft` and :func:`_irfft` know its complex FFT."""
+    backend = keras.backend.backend()
+    if backend not in ("jax", "tensorflow", "torch"):
+        raise NotImplementedError(
+            f"The per-channel FFT convolution runs on the JAX, TensorFlow and PyTorch "
+            f"backends, not on {backend!r}: use conv_mode='scan' or 'raw'."
+        )
+    return backend
+
+
 def _irfft(spectrum, fft_length: int):
     """The inverse of :func:`_rfft` over the last axis (``fft_length`` real points)."""
-    backend = keras.backend.backend()
+    backend = _fft_backend()
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -256,3 +256,10 @@ def test_theta_turned_nan_infinite_or_zero_by_training(form, discretizer):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), 0.0)
     with np.errstate(divide="ignore"):
         assert layer.theta == np.inf
+
+
+def test_fft_on_another_backend_names_the_way_out(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
+    signal, response = np.zeros((1, 4, 2), "float32"), np.zeros((4, 3), "float32")
+    with pytest.raises(NotImplementedError, match="not on 'numpy': use conv_mode='scan'"):
+        keras_lmu.ops.per_channel_fft_convolution(signal, response, 8)
