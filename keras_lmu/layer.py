@@ -32,9 +32,10 @@ from keras_lmu.memory import LegendreMemory, assign_saved_variables
 #: memory_to_memory: fft/scan 1.13-3.50 on TensorFlow; 0.88-3.16 on PyTorch from T =
 #: 1024; on JAX 1.08-4.32 except order 256 at T = 256, where the FFT was faster (0.65;
 #: 1.31 and 1.08 at T = 1024 and 4096). Not changed for that one point. On PyTorch
-#: with complex spectra (scan-torch-complex-fft.json): from T = 1024 the FFT was faster
-#: at orders 4, 8 and 256 at T = 1024 (0.70, 0.80, 0.95) and the scan at orders 16 and
-#: 64 (1.11-1.57) and everywhere at T = 4096 (1.08-2.10): not changed either.
+#: with complex spectra (scan-torch-complex-fft.json), memory_d 1: at T = 1024 the FFT
+#: was faster at orders 4, 8 and 256 (fft/scan 0.70, 0.80, 0.95), the scan at orders
+#: 16 and 64 (1.11, 1.57) and memory_d 4 (1.54), at T = 4096 everywhere (1.08-2.10).
+#: Not changed either.
 SCAN_MAX_SIZE = 256
 #: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
 #: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
