@@ -493,6 +493,9 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     groups = ops.reshape(signal, (-1, steps, channels // group, group))
     groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
     response_spectrum = _rfft(ops.transpose(response), fft_length)  # (order, frequencies)
+    # Slices of one spectrum: with each block of the response transformed on its own,
+    # XLA kept a third full-size buffer in the JAX training step of ``seq-ff-full``
+    # (770 MiB of temporaries against 514).
     blocks = [response_spectrum[start : start + orders] for start in range(0, order, orders)]
 
     # The loop runs over the real signal, each group transformed inside it: PyTorch's
