@@ -540,45 +540,33 @@ def _rfft(x, fft_length: int):
     both forms in one process), and the peak memory increase fell from 2,039 to 983
     MiB (``python benchmarks/bench.py --cases seq-ff-full``).
     """
-    backend = _fft_backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.signal.rfft(x, [fft_length])
-    if backend == "torch":
-        import torch
-
-        return torch.fft.rfft(x, fft_length)
-    import jax.numpy as jnp
-
-    return jnp.fft.rfft(x, fft_length)
-
-
-def _fft_backend() -> str:
-    """The Keras backend, if :func:`_rfft` and :func:`_irfft` know its complex FFT."""
-    backend = keras.backend.backend()
-    if backend not in ("jax", "tensorflow", "torch"):
-        raise NotImplementedError(
-            f"The per-channel FFT convolution runs on the JAX, TensorFlow and PyTorch "
-            f"backends, not on {backend!r}: use conv_mode='scan' or 'raw'."
-        )
-    return backend
+    return _backend_fft("rfft", x, fft_length)
 
 
 def _irfft(spectrum, fft_length: int):
     """The inverse of :func:`_rfft` over the last axis (``fft_length`` real points)."""
-    backend = _fft_backend()
+    return _backend_fft("irfft", spectrum, fft_length)
+
+
+def _backend_fft(name: str, x, fft_length: int):
+    """The backend's own ``rfft`` or ``irfft`` (``name``) of ``x`` over its last axis."""
+    backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.signal.irfft(spectrum, [fft_length])
+        return getattr(tf.signal, name)(x, [fft_length])
     if backend == "torch":
         import torch
 
-        return torch.fft.irfft(spectrum, fft_length)
-    import jax.numpy as jnp
+        return getattr(torch.fft, name)(x, fft_length)
+    if backend == "jax":
+        import jax.numpy as jnp
 
-    return jnp.fft.irfft(spectrum, fft_length)
+        return getattr(jnp.fft, name)(x, fft_length)
+    raise NotImplementedError(
+        f"The per-channel FFT convolution runs on the JAX, TensorFlow and PyTorch "
+        f"backends, not on {backend!r}: use conv_mode='scan' or 'raw'."
+    )
 
 
 def causal_convolution_direct(signal, response):
