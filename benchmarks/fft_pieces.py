@@ -3,20 +3,24 @@
 
 The model is the ``seq-ff-full`` case of ``bench.py``: ``LMUFeedforward(32, 256, 784,
 None, return_sequences=True)`` (``conv_mode="fft"``) on input (512, 32), then
-``Dense(2)`` at every step and sparse cross-entropy, Adam, batch 16. Two copies are
-built in one process, one traced with the default pieces and one with a single
-piece; their training steps (``train_on_batch``) and forward passes
-(``predict_on_batch``) are timed in alternation, and the script prints the median
-of each, the median of the paired ratios, and each copy's first training step.
+``Dense(2)`` at every step and sparse cross-entropy, Adam, batch 16. Copies are
+built in one process, one traced with the default pieces and one for each other
+piece size asked for (by default a single piece); their training steps
+(``train_on_batch``) and forward passes (``predict_on_batch``) are timed in
+alternation, and the script prints the median of each, the median of the paired
+ratios to the default, and each copy's first training step.
 
 Usage::
 
     python benchmarks/fft_pieces.py --backend jax --repeats 9
+    python benchmarks/fft_pieces.py --backend torch --piece-values 4194304 16777216 \
+        4611686018427387904
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -29,10 +33,21 @@ def parse_args(argv=None):
     parser.add_argument("--backend", choices=("jax", "tensorflow", "torch"))
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--piece-values",
+        type=int,
+        nargs="+",
+        default=[ONE_PIECE],
+        help="FFT_PIECE_VALUES of the copies compared with the default (default: one piece, 2**62)",
+    )
     return parser.parse_args(argv)
 
 
-def build(pieces: bool, batch: int):
+#: ``FFT_PIECE_VALUES`` that makes any spectrum one piece.
+ONE_PIECE = 1 << 62
+
+
+def build(piece_values: int, batch: int):
     import keras
     import numpy as np
 
@@ -49,7 +64,7 @@ def build(pieces: bool, batch: int):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 512, 32)).astype("float32")
     y = rng.integers(0, 2, size=(batch, 512)).astype("int32")
-    with piece_values(lmu_ops, pieces):
+    with set_piece_values(lmu_ops, piece_values):
         start = time.perf_counter()
         model.train_on_batch(x, y)  # traced (JAX, TensorFlow) with this setting
         first = time.perf_counter() - start
@@ -57,19 +72,24 @@ def build(pieces: bool, batch: int):
     return model, x, y, first
 
 
-class piece_values:
-    """``FFT_PIECE_VALUES`` as the default (``pieces``) or as one piece for any size."""
+@contextlib.contextmanager
+def set_piece_values(module, piece_values: int):
+    """``module.FFT_PIECE_VALUES`` set to ``piece_values`` inside the block."""
+    saved = module.FFT_PIECE_VALUES
+    module.FFT_PIECE_VALUES = piece_values
+    try:
+        yield
+    finally:
+        module.FFT_PIECE_VALUES = saved
 
-    def __init__(self, module, pieces: bool):
-        self.module, self.pieces = module, pieces
 
-    def __enter__(self):
-        self.saved = self.module.FFT_PIECE_VALUES
-        if not self.pieces:
-            self.module.FFT_PIECE_VALUES = 1 << 62
-
-    def __exit__(self, *exc):
-        self.module.FFT_PIECE_VALUES = self.saved
+def label(piece_values: int) -> str:
+    """``piece_values`` as ``2**k`` where it is a power of two, or "one piece"."""
+    if piece_values >= ONE_PIECE:
+        return "one piece"
+    if piece_values & (piece_values - 1) == 0:
+        return f"2**{piece_values.bit_length() - 1}"
+    return str(piece_values)
 
 
 def measure(args):
@@ -77,32 +97,32 @@ def measure(args):
 
     from keras_lmu import ops as lmu_ops
 
-    models = {"pieces": build(True, args.batch), "one piece": build(False, args.batch)}
-    times = {(name, kind): [] for name in models for kind in ("train", "predict")}
+    default = lmu_ops.FFT_PIECE_VALUES
+    settings = [default] + [v for v in args.piece_values if v != default]
+    models = {v: build(v, args.batch) for v in settings}
+    times = {(v, kind): [] for v in settings for kind in ("train", "predict")}
     for _ in range(args.repeats):
         for kind in ("train", "predict"):
-            for name, (model, x, y, _) in models.items():
+            for v, (model, x, y, _) in models.items():
                 # PyTorch runs eagerly, so the setting is applied at every call.
-                with piece_values(lmu_ops, name == "pieces"):
+                with set_piece_values(lmu_ops, v):
                     start = time.perf_counter()
                     if kind == "train":
                         model.train_on_batch(x, y)
                     else:
                         model.predict_on_batch(x)
-                    times[name, kind].append(time.perf_counter() - start)
+                    times[v, kind].append(time.perf_counter() - start)
     print(f"backend {keras.backend.backend()}, batch {args.batch}, {args.repeats} repeats")
-    print(
-        f"first training step (tracing and compiling included): pieces "
-        f"{models['pieces'][3]:.1f} s, one piece {models['one piece'][3]:.1f} s"
-    )
-    for kind in ("train", "predict"):
-        ours, whole = times["pieces", kind], times["one piece", kind]
-        ratio = statistics.median(w / p for w, p in zip(whole, ours, strict=True))
-        print(
-            f"{kind:8s} pieces {statistics.median(ours) * 1e3:7.0f} ms   "
-            f"one piece {statistics.median(whole) * 1e3:7.0f} ms   "
-            f"one piece / pieces (median of pairs) {ratio:.2f}x"
-        )
+    print(f"default FFT_PIECE_VALUES {label(default)}; times are medians (ms), ratios the")
+    print("median of paired ratios to the default (above 1: slower than the default)")
+    for v in settings:
+        first = models[v][3]
+        cells = []
+        for kind in ("train", "predict"):
+            ours, base = times[v, kind], times[default, kind]
+            ratio = statistics.median(t / b for t, b in zip(ours, base, strict=True))
+            cells.append(f"{kind} {statistics.median(ours) * 1e3:8.2f} ms ({ratio:.2f}x)")
+        print(f"{label(v):>10s}: {'   '.join(cells)}   first training step {first:.1f} s")
 
 
 def main(argv=None):

@@ -9,8 +9,11 @@
 # PyTorch, with and without TF32), numerics-gpu-<backend>.json (benchmarks/numerics.py:
 # each path's float32 memory against a float64 reference, the step-by-step
 # `recurrent` path among them), bench-gpu.json, benchmarks-gpu.md and bench_long_gpu.png
-# (benchmarks/bench.py). Environment: PYTHON (default python3), BENCH_SECONDS (time
-# limit of bench.py, default 330), NUMERICS_SECONDS (per backend, default 75).
+# (benchmarks/bench.py); it prints the FFT convolution's training step and forward pass
+# for several piece sizes (benchmarks/fft_pieces.py: the CPU's default, larger pieces,
+# one piece). Environment: PYTHON (default python3), BENCH_SECONDS (time limit of
+# bench.py, default 330; its JSON is written after each case, the parallel cases first),
+# NUMERICS_SECONDS and PIECES_SECONDS (per backend, default 75 and 40).
 set -u
 out=${1:-benchmarks/results/gpu}
 python=${PYTHON:-python3}
@@ -66,7 +69,14 @@ for backend in "${backends[@]}"; do
         sed -n '/worst relative error/,$p'
 done
 
+for backend in "${backends[@]}"; do
+    timeout "${PIECES_SECONDS:-40}" "$python" benchmarks/fft_pieces.py --backend "$backend" \
+        --repeats 5 --piece-values $((1 << 22)) $((1 << 24)) $((1 << 62))
+done
+
 timeout "${BENCH_SECONDS:-330}" "$python" benchmarks/bench.py --no-peer \
     --backends "${backends[@]}" --repeats 5 --budget 1 \
+    --cases seq-ff-full seq-lmu-full seq-ff-fft seq-ff-raw seq-lmu psmnist-ff \
+    trainable-theta lstm psmnist-rnn seq-rnn long \
     --out "$out/bench-gpu.json" --report "$out/benchmarks-gpu.md" \
     --plot "$out/bench_long_gpu.png"
