@@ -74,13 +74,17 @@ def build(piece_values: int, batch: int):
 
 @contextlib.contextmanager
 def set_piece_values(module, piece_values: int):
-    """``module.FFT_PIECE_VALUES`` set to ``piece_values`` inside the block."""
-    saved = module.FFT_PIECE_VALUES
-    module.FFT_PIECE_VALUES = piece_values
+    """The piece size of the CPU and of accelerators both ``piece_values`` inside the
+    block."""
+    names = ("FFT_PIECE_VALUES", "FFT_ACCELERATOR_PIECE_VALUES")
+    saved = [getattr(module, name) for name in names]
+    for name in names:
+        setattr(module, name, piece_values)
     try:
         yield
     finally:
-        module.FFT_PIECE_VALUES = saved
+        for name, value in zip(names, saved, strict=True):
+            setattr(module, name, value)
 
 
 def label(piece_values: int) -> str:
@@ -97,7 +101,10 @@ def measure(args):
 
     from keras_lmu import ops as lmu_ops
 
-    default = lmu_ops.FFT_PIECE_VALUES
+    if lmu_ops.on_accelerator(keras.ops.zeros(1)):
+        default = lmu_ops.FFT_ACCELERATOR_PIECE_VALUES
+    else:
+        default = lmu_ops.FFT_PIECE_VALUES
     settings = [default] + [v for v in args.piece_values if v != default]
     models = {v: build(v, args.batch) for v in settings}
     times = {(v, kind): [] for v in settings for kind in ("train", "predict")}
@@ -113,7 +120,7 @@ def measure(args):
                         model.predict_on_batch(x)
                     times[v, kind].append(time.perf_counter() - start)
     print(f"backend {keras.backend.backend()}, batch {args.batch}, {args.repeats} repeats")
-    print(f"default FFT_PIECE_VALUES {label(default)}; times are medians (ms), ratios the")
+    print(f"default piece size {label(default)}; times are medians (ms), ratios the")
     print("median of paired ratios to the default (above 1: slower than the default)")
     for v in settings:
         first = models[v][3]

@@ -22,9 +22,11 @@ EXPM_TAYLOR_MAX_NORM = {"float16": 2.0, "bfloat16": 2.0, "float32": 2.0, "float6
 #: Most squarings :func:`matrix_exponential` does: 1-norms up to 0.5 * 2**31 (about 1e9).
 EXPM_MAX_SQUARINGS = 31
 #: :func:`per_channel_fft_convolution` in pieces: complex values in one piece (2**19:
-#: 4 MiB in complex64), most blocks of orders in one channel (each block is a few
+#: 4 MiB in complex64, sized for a CPU's cache; on an accelerator 2**27, 1 GiB, which
+#: only bounds the memory), most blocks of orders in one channel (each block is a few
 #: operations in the graph), and the batch size assumed where it is unknown.
 FFT_PIECE_VALUES = 1 << 19
+FFT_ACCELERATOR_PIECE_VALUES = 1 << 27
 FFT_MAX_BLOCKS = 16
 FFT_ASSUMED_BATCH = 32
 
@@ -484,12 +486,23 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     and 1.62x, 1.61x and 2.22x per forward pass (``python benchmarks/fft_pieces.py
     --backend B --repeats 7``; on PyTorch 1.62x and 1.57x since its spectra are
     complex tensors, see :func:`_rfft`).
+
+    On an accelerator (:func:`on_accelerator`) the pieces are
+    :data:`FFT_ACCELERATOR_PIECE_VALUES` large, which makes ``seq-ff-full`` one piece:
+    a GPU has no such cache to fit, and every piece is a few more kernel launches. On
+    an NVIDIA H200, that model's training step took 0.46x (JAX) and 0.19x (PyTorch)
+    as long in one piece as in the CPU's pieces, 0.51x and 0.24x in pieces of 2**24
+    values (``bash benchmarks/gpu.sh``, which runs ``fft_pieces.py --piece-values``).
+    The CPU's pieces held the peak GPU memory of that step at 801 MiB (JAX) and 583
+    MiB (PyTorch); one piece adds the whole product (16 x 32 x 256 x 513 complex
+    values, 513 MiB in complex64) and its inverse (512 MiB) to it.
     """
     steps, channels = static_size(signal, 1), static_size(signal, 2)
     order = static_size(response, 1)
     batch = signal.shape[0]  # None, or symbolic in an export with a free batch size
     batch = batch if isinstance(batch, int) else None
-    group, orders = fft_piece_shape(batch, channels, order, fft_length // 2 + 1)
+    piece_values = FFT_ACCELERATOR_PIECE_VALUES if on_accelerator(signal) else FFT_PIECE_VALUES
+    group, orders = fft_piece_shape(batch, channels, order, fft_length // 2 + 1, piece_values)
     groups = ops.reshape(signal, (-1, steps, channels // group, group))
     groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
     response_spectrum = _rfft(ops.transpose(response), fft_length)  # (order, frequencies)
@@ -511,20 +524,55 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     return ops.reshape(memory, (-1, steps, channels, order))
 
 
-def fft_piece_shape(batch: int | None, channels: int, order: int, frequencies: int):
+def fft_piece_shape(
+    batch: int | None,
+    channels: int,
+    order: int,
+    frequencies: int,
+    piece_values: int | None = None,
+):
     """(channels, orders) in one piece of :func:`per_channel_fft_convolution`.
 
-    A piece holds about :data:`FFT_PIECE_VALUES` complex values: a group of channels
-    (a divisor of ``channels``) with every order, or one channel with a block of
-    orders, in at most :data:`FFT_MAX_BLOCKS` blocks of about equal size. An unknown
-    batch size counts as :data:`FFT_ASSUMED_BATCH`.
+    A piece holds about ``piece_values`` complex values (default
+    :data:`FFT_PIECE_VALUES`): a group of channels (a divisor of ``channels``) with
+    every order, or one channel with a block of orders, in at most
+    :data:`FFT_MAX_BLOCKS` blocks of about equal size. An unknown batch size counts
+    as :data:`FFT_ASSUMED_BATCH`.
     """
+    piece_values = piece_values or FFT_PIECE_VALUES
     per_order = (batch or FFT_ASSUMED_BATCH) * frequencies
-    if per_order * order <= FFT_PIECE_VALUES:
-        fitting = FFT_PIECE_VALUES // (per_order * order)
+    if per_order * order <= piece_values:
+        fitting = piece_values // (per_order * order)
         return max(g for g in range(1, channels + 1) if channels % g == 0 and g <= fitting), order
-    blocks = min(-(-per_order * order // FFT_PIECE_VALUES), FFT_MAX_BLOCKS, order)
+    blocks = min(-(-per_order * order // piece_values), FFT_MAX_BLOCKS, order)
     return 1, -(-order // blocks)
+
+
+def on_accelerator(x) -> bool:
+    """Whether the backend computes ``x`` on an accelerator (a GPU or TPU), not the CPU.
+
+    PyTorch: the tensor's device. JAX: the default device (``keras.device`` sets it),
+    else the default backend; arrays traced inside a compiled function have no device
+    yet. TensorFlow: the tensor's device where it has one, else whether a GPU is
+    visible (TensorFlow places operations there first).
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return x.device.type != "cpu"
+    if backend == "jax":
+        import jax
+
+        device = jax.config.jax_default_device
+        platform = getattr(device, "platform", device) or jax.default_backend()
+        return platform != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        device = getattr(x, "device", None) or ""
+        if device:
+            return "CPU" not in device.rsplit("device:", 1)[-1].upper()
+        return bool(tf.config.list_logical_devices("GPU"))
+    return False
 
 
 def _rfft(x, fft_length: int):

@@ -280,6 +280,36 @@ def test_fft_piece_shape_bounds_size_and_blocks():
     assert ops.fft_piece_shape(2**16, 12, 3, 9) == (1, 1)
 
 
+@exact
+def test_fft_on_an_accelerator_runs_in_pieces_of_its_own_size(rng, monkeypatch):
+    """Where the signal is on an accelerator, the pieces hold up to
+    ``FFT_ACCELERATOR_PIECE_VALUES`` complex values (on the CPU ``FFT_PIECE_VALUES``),
+    and the memories are the same."""
+    layer = keras_lmu.LMUFeedforward(
+        4, 6, 7.0, None, conv_mode="fft", return_sequences=True, dtype=DTYPE
+    )
+    x = rng.uniform(-1, 1, (2, STEPS, 2))
+    one_piece = keras.ops.convert_to_numpy(layer(x))
+    shapes = []
+    piece_shape = keras_lmu.ops.fft_piece_shape
+
+    def record_piece_shape(*args):
+        shapes.append(piece_shape(*args))
+        return shapes[-1]
+
+    monkeypatch.setattr(keras_lmu.ops, "fft_piece_shape", record_piece_shape)
+    monkeypatch.setattr(keras_lmu.ops, "FFT_ACCELERATOR_PIECE_VALUES", 34)
+    for accelerator, shape in ((True, (1, 1)), (False, (4, 6))):
+        monkeypatch.setattr(keras_lmu.ops, "on_accelerator", lambda x, a=accelerator: a)
+        assert_close(layer(x), one_piece)
+        assert shapes[-1] == shape  # 13 steps: 34 values per order in a batch of 2
+
+
+def test_on_accelerator_is_false_for_a_tensor_on_the_cpu():
+    with keras.device("cpu:0"):
+        assert not keras_lmu.ops.on_accelerator(keras.ops.zeros((2, 3)))
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's autograd only")
 def test_fft_keeps_no_product_for_the_backward_pass(rng):
     """The backward pass of the FFT convolution needs only the factors' spectra.
