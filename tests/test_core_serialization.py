@@ -147,32 +147,37 @@ def test_registered_under_keras_lmu_package():
 
 LOAD_SCRIPT = """
 import sys, keras, numpy as np, keras_lmu
-data = np.load(sys.argv[2])
-model = keras.saving.load_model(sys.argv[1])
-y = keras.ops.convert_to_numpy(model(data["x"]))
-print(float(np.max(np.abs(y - data["y"])) / np.max(np.abs(data["y"]))))
+for model_path, data_path in zip(sys.argv[1::2], sys.argv[2::2]):
+    data = np.load(data_path)
+    model = keras.saving.load_model(model_path)
+    y = keras.ops.convert_to_numpy(model(data["x"]))
+    print(float(np.max(np.abs(y - data["y"])) / np.max(np.abs(data["y"]))))
 """
 
 
 def test_file_saved_here_loads_on_the_other_backends(tmp_path):
     x = np.random.default_rng(2).uniform(-1, 1, (2, 9, 3)).astype("float32")
-    others = [b for b in ("jax", "tensorflow", "torch") if b != BACKEND]
+    names, files = [], []
     for name, model in models_with_every_layer()[:3]:
         randomize(model, 7)
         path = str(tmp_path / f"{name}.keras")
         model.save(path)
         np.savez(tmp_path / f"{name}.npz", x=x, y=keras.ops.convert_to_numpy(model(x)))
-        for backend in others:
-            env = dict(os.environ, KERAS_BACKEND=backend)
-            result = subprocess.run(
-                [sys.executable, "-c", LOAD_SCRIPT, path, str(tmp_path / f"{name}.npz")],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr[-2000:]
-            assert float(result.stdout.strip().splitlines()[-1]) <= 1e-5, (name, backend)
+        names.append(name)
+        files += [path, str(tmp_path / f"{name}.npz")]
+    for backend in [b for b in ("jax", "tensorflow", "torch") if b != BACKEND]:
+        result = subprocess.run(
+            [sys.executable, "-c", LOAD_SCRIPT, *files],
+            env=dict(os.environ, KERAS_BACKEND=backend),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        errors = [float(line) for line in result.stdout.strip().splitlines()[-len(names) :]]
+        assert len(errors) == len(names), result.stdout
+        for name, error in zip(names, errors, strict=True):
+            assert error <= 1e-5, (name, backend, error)
 
 
 @pytest.mark.parametrize("saved_parallel", [True, False])
