@@ -3,9 +3,10 @@
 Trains one of `keras_lmu.psmnist`'s models (the 2019 paper's recurrent LMU, the LSTM
 baseline, or the default parallel LMU), or the two stacked LMUs of
 ``build_stacked_model``, with a constant or cosine learning rate (``--schedule``,
-constant unless given), on the first 50,000 training images and
-validates it on the last 10,000 after every epoch. The test images are never scored:
-runs made to compare configurations cannot leak them. After every epoch the run's
+constant unless given), on the first 50,000 training images and validates it on the
+last 10,000 after every epoch (``--train-size`` and ``--validation-size`` keep the
+first N of each, for a quick check). The test images are never scored: runs made to
+compare configurations cannot leak them. After every epoch the run's
 curves go to ``OUT/NAME.json``; at the end the best epoch's weights go to
 ``OUT/NAME.keras``. ``--deadline`` stops a run after the epoch that passes it, so a
 batch of runs fits a fixed time (the JSON says how many epochs were done).
@@ -37,10 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--clipnorm", type=float, default=None)
     parser.add_argument("--train-size", type=int, default=None, help="first N training images")
+    parser.add_argument(
+        "--validation-size", type=int, default=None, help="first N validation images"
+    )
     parser.add_argument("--deadline", type=float, default=None, help="seconds")
     parser.add_argument("--name", default=None, help="file names (default: from the options)")
     parser.add_argument("--out", default="psmnist_validation_runs")
     args = parser.parse_args(argv)
+    for option in ("train_size", "validation_size"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
 
     import keras
 
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (x_train, y_train), (x_val, y_val), _ = load_psmnist()
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
+    x_val, y_val = x_val[: args.validation_size], y_val[: args.validation_size]
     keras.utils.set_random_seed(args.seed)
     training_steps = psmnist.schedule_steps(args.schedule, epochs, len(x_train), batch_size)
     if args.model == "paper":

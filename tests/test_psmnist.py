@@ -293,8 +293,8 @@ def test_validation_runs_example_never_scores_the_test_split(
     monkeypatch.setattr(
         keras_lmu.datasets, "load_psmnist", lambda: (*load()[:2], (Unreadable(), Unreadable()))
     )
-    argv = ["--model", model, "--train-size", "64", "--epochs", "3", "--batch-size", "32"]
-    argv += ["--deadline", "0", "--out", str(tmp_path)]
+    argv = ["--model", model, "--train-size", "64", "--validation-size", "100", "--epochs", "3"]
+    argv += ["--batch-size", "32", "--deadline", "0", "--out", str(tmp_path)]
     assert example.main(argv) == 0
     record = json.loads((tmp_path / f"{model}-constant-seed0.json").read_text())
     # The deadline (0 s) stops the run after its first epoch; the test split is not used.
