@@ -10,7 +10,7 @@
 # each path's float32 memory against a float64 reference, the step-by-step
 # `recurrent` path among them), bench-gpu.json, benchmarks-gpu.md and bench_long_gpu.png
 # (benchmarks/bench.py); it prints the FFT convolution's training step and forward pass
-# for several piece sizes (benchmarks/fft_pieces.py: the CPU's default, larger pieces,
+# for several piece sizes (benchmarks/fft_pieces.py: the CPU's pieces, larger ones,
 # one piece). Environment: PYTHON (default python3), BENCH_SECONDS (time limit of
 # bench.py, default 330; its JSON is written after each case, the parallel cases first),
 # NUMERICS_SECONDS and PIECES_SECONDS (per backend, default 75 and 40).
@@ -71,7 +71,7 @@ done
 
 for backend in "${backends[@]}"; do
     timeout "${PIECES_SECONDS:-40}" "$python" benchmarks/fft_pieces.py --backend "$backend" \
-        --repeats 5 --piece-values $((1 << 22)) $((1 << 24)) $((1 << 62))
+        --repeats 5 --piece-values $((1 << 19)) $((1 << 22)) $((1 << 24)) $((1 << 62))
 done
 
 timeout "${BENCH_SECONDS:-330}" "$python" benchmarks/bench.py --no-peer \
