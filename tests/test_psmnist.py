@@ -305,17 +305,34 @@ def test_validation_runs_example_never_scores_the_test_split(
     assert restored.count_params() == parameters
 
 
+#: The shipped paper model's accuracy on the first 2,000 test sequences, on TensorFlow
+#: (``keras-lmu psmnist evaluate models/psmnist-paper.keras --eval-size 2000``).
+SHIPPED_PAPER_FIRST_2000_ACCURACY = 0.9565
+
+
 @needs_mnist
 def test_shipped_paper_model_scores_its_metrics_on_the_test_set():
-    """models/psmnist-paper.keras: the 2019 model, retrained, >= 96.9% on all 10,000."""
+    """models/psmnist-paper.keras: the 2019 model, retrained, >= 96.9% on all 10,000.
+
+    It was trained and scored on TensorFlow, which scores all 10,000 again; the other
+    backends score the first 2,000 and must match TensorFlow's accuracy on them (all
+    10,000 took 45-75 s of the suite on each backend).
+    """
     models = pathlib.Path(__file__).resolve().parents[1] / "models"
     shipped = json.loads((models / "psmnist-paper_metrics.json").read_text())
     assert shipped["model"] == "paper" and shipped["parameters"] == 102_239
     assert shipped["test_accuracy"] >= 0.969
-    status, stdout = _run(["psmnist", "evaluate", str(models / "psmnist-paper.keras")])
+    assert shipped["backend"] == "tensorflow"
+    argv = ["psmnist", "evaluate", str(models / "psmnist-paper.keras")]
+    if BACKEND == "tensorflow":
+        sequences, expected = 10_000, shipped["test_accuracy"]
+    else:
+        sequences, expected = 2_000, SHIPPED_PAPER_FIRST_2000_ACCURACY
+        argv += ["--eval-size", str(sequences)]
+    status, stdout = _run(argv)
     assert status == 0
     last = stdout.strip().splitlines()[-1]
-    score = re.fullmatch(r"Test accuracy: ([0-9.]+) \(10000 test sequences\)", last)
+    score = re.fullmatch(rf"Test accuracy: ([0-9.]+) \({sequences} test sequences\)", last)
     assert score, stdout
-    # Trained on TensorFlow: other backends' float32 rounding may flip a few digits.
-    assert abs(float(score.group(1)) - shipped["test_accuracy"]) <= 0.002
+    # Float32 rounding on another backend may flip a few predictions (0.002: 4 of 2,000).
+    assert abs(float(score.group(1)) - expected) <= 0.002
