@@ -38,7 +38,8 @@ def parse_args(argv=None):
         type=int,
         nargs="+",
         default=[ONE_PIECE],
-        help="FFT_PIECE_VALUES of the copies compared with the default (default: one piece, 2**62)",
+        help="complex values in one piece, for each copy compared with the default "
+        "(default: one piece, 2**62)",
     )
     return parser.parse_args(argv)
 
@@ -101,10 +102,7 @@ def measure(args):
 
     from keras_lmu import ops as lmu_ops
 
-    if lmu_ops.on_accelerator(keras.ops.zeros(1)):
-        default = lmu_ops.FFT_ACCELERATOR_PIECE_VALUES
-    else:
-        default = lmu_ops.FFT_PIECE_VALUES
+    default = lmu_ops.fft_piece_values(keras.ops.zeros(1))
     settings = [default] + [v for v in args.piece_values if v != default]
     models = {v: build(v, args.batch) for v in settings}
     times = {(v, kind): [] for v in settings for kind in ("train", "predict")}

@@ -501,7 +501,7 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     order = static_size(response, 1)
     batch = signal.shape[0]  # None, or symbolic in an export with a free batch size
     batch = batch if isinstance(batch, int) else None
-    piece_values = FFT_ACCELERATOR_PIECE_VALUES if on_accelerator(signal) else FFT_PIECE_VALUES
+    piece_values = fft_piece_values(signal)
     group, orders = fft_piece_shape(batch, channels, order, fft_length // 2 + 1, piece_values)
     groups = ops.reshape(signal, (-1, steps, channels // group, group))
     groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
@@ -546,6 +546,13 @@ def fft_piece_shape(
         return max(g for g in range(1, channels + 1) if channels % g == 0 and g <= fitting), order
     blocks = min(-(-per_order * order // piece_values), FFT_MAX_BLOCKS, order)
     return 1, -(-order // blocks)
+
+
+def fft_piece_values(x) -> int:
+    """Complex values in one piece of :func:`per_channel_fft_convolution` of ``x``:
+    :data:`FFT_ACCELERATOR_PIECE_VALUES` on an accelerator, else
+    :data:`FFT_PIECE_VALUES`."""
+    return FFT_ACCELERATOR_PIECE_VALUES if on_accelerator(x) else FFT_PIECE_VALUES
 
 
 def on_accelerator(x) -> bool:
