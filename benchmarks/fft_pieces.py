@@ -75,9 +75,9 @@ def build(piece_values: int, batch: int):
 
 @contextlib.contextmanager
 def set_piece_values(module, piece_values: int):
-    """The piece size of the CPU and of accelerators both ``piece_values`` inside the
-    block."""
-    names = ("FFT_PIECE_VALUES", "FFT_ACCELERATOR_PIECE_VALUES")
+    """Every piece size (the CPU's, PyTorch's CPU's, accelerators') ``piece_values``
+    inside the block."""
+    names = ("FFT_PIECE_VALUES", "FFT_TORCH_CPU_PIECE_VALUES", "FFT_ACCELERATOR_PIECE_VALUES")
     saved = [getattr(module, name) for name in names]
     for name in names:
         setattr(module, name, piece_values)

@@ -1,5 +1,7 @@
 """Every form of the LMU against the independent float64 reference of the equations."""
 
+from unittest import mock
+
 import keras
 import numpy as np
 import pytest
@@ -246,7 +248,8 @@ def test_fft_in_pieces_matches_reference(rng, monkeypatch):
     pieces = {1 << 62: (4, 6), 34: (1, 1), 100: (1, 2), 500: (2, 6)}
     trained, weights = [], None
     for values, shape in pieces.items():
-        monkeypatch.setattr(keras_lmu.ops, "FFT_PIECE_VALUES", values)
+        for name in ("FFT_PIECE_VALUES", "FFT_TORCH_CPU_PIECE_VALUES"):
+            monkeypatch.setattr(keras_lmu.ops, name, values)
         assert keras_lmu.ops.fft_piece_shape(2, 4, 6, 17) == shape
         weights, after_step = match_reference_then_step("fft", options, x, y, rng, weights)
         trained.append(after_step)
@@ -334,6 +337,38 @@ def test_fft_keeps_no_product_for_the_backward_pass(rng):
     assert sum(kept.values()) < result_bytes / 2, (sum(kept.values()), result_bytes)
     memory.sum().backward()
     assert signal.grad is not None and response.grad is not None
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's own convolution")
+@pytest.mark.parametrize("group, orders", [(1, 1), (1, 2), (3, 5)])
+def test_torch_convolution_in_place_matches_joined_pieces_and_gradients(rng, group, orders):
+    """On PyTorch the pieces are written into the result with their own gradient
+    (``keras_lmu.torch_fft``): the memories and the gradients with respect to the
+    signal and the response equal those of the pieces joined by ``keras.ops``, which
+    run while PyTorch traces (an export), and PyTorch's numerical gradient check (and
+    its check of second derivatives) passes in float64."""
+    import torch
+
+    from keras_lmu import torch_fft
+
+    signal = torch.tensor(rng.normal(size=(2, 9, 3)), requires_grad=True)
+    response = torch.tensor(rng.normal(size=(9, 5)), requires_grad=True)
+    weights = torch.tensor(rng.normal(size=(2, 9, 3, 5)))
+
+    def convolve(signal, response):
+        return torch_fft.per_channel_fft_convolution(signal, response, 32, group, orders)
+
+    memory = convolve(signal, response)
+    (memory * weights).sum().backward()
+    in_place = [memory.detach(), signal.grad.clone(), response.grad.clone()]
+    signal.grad = response.grad = None
+    with mock.patch.object(torch_fft, "traced", lambda: True):
+        memory = keras_lmu.ops.per_channel_fft_convolution(signal, response, 32)
+    (memory * weights).sum().backward()
+    for a, b in zip(in_place, [memory.detach(), signal.grad, response.grad], strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(convolve, (signal, response))
+    assert torch.autograd.gradgradcheck(convolve, (signal, response))
 
 
 @exact

@@ -188,7 +188,10 @@ def served(tmp_path_factory):
                 signature = [keras.InputSpec(shape=(BATCH, STEPS, FEATURES), dtype="float32")]
             # The FFT in its smallest pieces (one order of one channel each), so that the
             # export holds the loop over channels and the blocks of orders.
-            with mock.patch.object(keras_lmu.ops, "FFT_PIECE_VALUES", 1):
+            with (
+                mock.patch.object(keras_lmu.ops, "FFT_PIECE_VALUES", 1),
+                mock.patch.object(keras_lmu.ops, "FFT_TORCH_CPU_PIECE_VALUES", 1),
+            ):
                 expected[path] = keras.ops.convert_to_numpy(model(inputs, training=False))
                 try:
                     model.export(
