@@ -13,9 +13,9 @@ import keras
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
 #: One case per kind of layer the harness builds (LMU step by step and parallel,
-#: LMUFeedforward, RNN(LMUCell), LSTM), and the plotted case; on the backends other
-#: than TensorFlow, LMUFeedforward and the plotted case (LMU in parallel).
-CASES = ["psmnist-rnn", "seq-ff-raw", "seq-rnn", "long", "lstm"]
+#: LMUFeedforward, RNN(LMUCell), LSTM, Dense), and the plotted case; on the backends
+#: other than TensorFlow, LMUFeedforward and the plotted case (LMU in parallel).
+CASES = ["psmnist-rnn", "seq-ff-raw", "seq-rnn", "long", "lstm", "seq-dense-full"]
 if keras.backend.backend() != "tensorflow":
     CASES = ["seq-ff-raw", "long"]
 
@@ -109,6 +109,10 @@ def test_target_table_judges_the_best_backend():
         result("seq-ff-raw", bench.OWN, "jax", 0.01),
         result("psmnist-ff", bench.PEER, "tensorflow", 2.0, rss=(3000, 1000)),
         result("psmnist-ff", bench.OWN, "jax", 0.05, rss=(1500, 1000)),
+        result("seq-ff-full", bench.PEER, "tensorflow", 4.0, rss=(2000, 1000)),
+        result("seq-ff-full", bench.OWN, "jax", 1.0, rss=(1600, 1000)),
+        result("seq-dense-full", bench.OWN, "jax", 0.5, rss=(1550, 1000)),
+        result("seq-dense-full", bench.PEER, "tensorflow", 0.5, rss=(1500, 1000)),
         result("lstm", bench.OWN, "jax", 3.0),
         result("lstm", bench.PEER, "tensorflow", 2.0),
     ]
@@ -119,5 +123,11 @@ def test_target_table_judges_the_best_backend():
     assert rows["| `psmnist-ff` >= 20x keras-lmu"].endswith("| 40x | met |")
     # (1500 - 1000) / (3000 - 1000): a quarter of keras-lmu's increase.
     assert rows["| `psmnist-ff` peak RSS increase <= 0.5 of keras-lmu's"].endswith("| 0.25 | met |")
+    assert rows["| `seq-ff-full` peak RSS increase <= 0.5 of keras-lmu's"].endswith(
+        "| 0.60 | **not met** |"
+    )
+    # A Dense layer in the LMU's place: 550 of keras-lmu's 1000 (its seq-ff-full).
+    floor = "| no LMU: `seq-dense-full`'s peak RSS increase over keras-lmu's `seq-ff-full`"
+    assert rows[floor].endswith("| 0.55 | the floor of `seq-*-full` |")
     # Against the fastest LSTM (2.0 s): 40x, short of 50x.
     assert rows["| `psmnist-ff` >= 50x the fastest `lstm`"].endswith("| 40x | **not met** |")
