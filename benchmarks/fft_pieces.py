@@ -15,6 +15,11 @@ Usage::
     python benchmarks/fft_pieces.py --backend jax --repeats 9
     python benchmarks/fft_pieces.py --backend torch --piece-values 4194304 16777216 \
         4611686018427387904
+    python benchmarks/fft_pieces.py --backend torch --joined --piece-values
+
+``--joined`` (PyTorch) adds a copy whose default pieces are joined by
+``keras.ops.map``, as while PyTorch traces an export, instead of written in place
+(``keras_lmu.torch_fft``).
 """
 
 from __future__ import annotations
@@ -36,16 +41,23 @@ def parse_args(argv=None):
     parser.add_argument(
         "--piece-values",
         type=int,
-        nargs="+",
+        nargs="*",
         default=[ONE_PIECE],
         help="complex values in one piece, for each copy compared with the default "
         "(default: one piece, 2**62)",
+    )
+    parser.add_argument(
+        "--joined",
+        action="store_true",
+        help="PyTorch: also a copy with the default pieces joined by keras.ops.map",
     )
     return parser.parse_args(argv)
 
 
 #: ``FFT_PIECE_VALUES`` that makes any spectrum one piece.
 ONE_PIECE = 1 << 62
+#: The setting of ``--joined``.
+JOINED = "joined"
 
 
 def build(piece_values: int, batch: int):
@@ -88,8 +100,26 @@ def set_piece_values(module, piece_values: int):
             setattr(module, name, value)
 
 
-def label(piece_values: int) -> str:
+@contextlib.contextmanager
+def joined_pieces(joined: bool):
+    """PyTorch's pieces joined by ``keras.ops.map`` inside the block where ``joined``."""
+    if not joined:
+        yield
+        return
+    from keras_lmu import torch_fft
+
+    traced = torch_fft.traced
+    torch_fft.traced = lambda: True
+    try:
+        yield
+    finally:
+        torch_fft.traced = traced
+
+
+def label(piece_values) -> str:
     """``piece_values`` as ``2**k`` where it is a power of two, or "one piece"."""
+    if piece_values == JOINED:
+        return "joined"
     if piece_values >= ONE_PIECE:
         return "one piece"
     if piece_values & (piece_values - 1) == 0:
@@ -104,13 +134,21 @@ def measure(args):
 
     default = lmu_ops.fft_piece_values(keras.ops.zeros(1))
     settings = [default] + [v for v in args.piece_values if v != default]
-    models = {v: build(v, args.batch) for v in settings}
+    if args.joined:
+        if keras.backend.backend() != "torch":
+            raise SystemExit("--joined compares PyTorch's two forms: use --backend torch")
+        settings.append(JOINED)
+    models = {}
+    for v in settings:
+        with joined_pieces(v == JOINED):
+            models[v] = build(default if v == JOINED else v, args.batch)
     times = {(v, kind): [] for v in settings for kind in ("train", "predict")}
     for _ in range(args.repeats):
         for kind in ("train", "predict"):
             for v, (model, x, y, _) in models.items():
                 # PyTorch runs eagerly, so the setting is applied at every call.
-                with set_piece_values(lmu_ops, v):
+                pieces = default if v == JOINED else v
+                with set_piece_values(lmu_ops, pieces), joined_pieces(v == JOINED):
                     start = time.perf_counter()
                     if kind == "train":
                         model.train_on_batch(x, y)

@@ -487,12 +487,17 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     1.36x (TensorFlow) and 2.53x (PyTorch) as long per training step as these pieces,
     and 1.62x, 1.61x and 2.22x per forward pass (``python benchmarks/fft_pieces.py
     --backend B --repeats 7``; on PyTorch 1.62x and 1.57x since its spectra are
-    complex tensors, see :func:`_rfft`).
+    complex tensors, see :func:`_rfft`, and 1.89x and 2.61x against its pieces
+    written in place, below).
 
     On PyTorch, outside tracing and export, the pieces are written straight into the
     result, with their own gradient (:mod:`keras_lmu.torch_fft`): it runs eagerly, and
-    a loop that returns its pieces keeps them all until they are joined. Its pieces
-    are smaller (:data:`FFT_TORCH_CPU_PIECE_VALUES`), see :func:`fft_piece_values`.
+    a loop that returns its pieces keeps them all until they are joined. For
+    ``seq-ff-full`` the pieces joined here took 1.17x as long per training step and
+    1.62x per forward pass (``python benchmarks/fft_pieces.py --backend torch
+    --joined --piece-values``; 1.23x and 1.60x in an earlier run of the same
+    comparison); the peak memory is in :mod:`keras_lmu.torch_fft`. Its pieces are smaller
+    (:data:`FFT_TORCH_CPU_PIECE_VALUES`), see :func:`fft_piece_values`.
 
     On an accelerator (:func:`on_accelerator`) the pieces are
     :data:`FFT_ACCELERATOR_PIECE_VALUES` large, which makes ``seq-ff-full`` one piece:
