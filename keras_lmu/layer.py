@@ -35,7 +35,13 @@ from keras_lmu.memory import LegendreMemory, assign_saved_variables
 #: with complex spectra (scan-torch-complex-fft.json), memory_d 1: at T = 1024 the FFT
 #: was faster at orders 4, 8 and 256 (fft/scan 0.70, 0.80, 0.95), the scan at orders
 #: 16 and 64 (1.11, 1.57) and memory_d 4 (1.54), at T = 4096 everywhere (1.08-2.10).
-#: Not changed either.
+#: Not changed either. With PyTorch's FFT pieces written in place
+#: (scan-torch-in-place-fft.json), memory_d 1: at T = 1024 the FFT was faster at orders
+#: 4, 8 and 256 (0.73, 0.82, 0.73), the scan at 64 (1.21) and memory_d 4 (1.55), 16
+#: tied (1.03); at T = 4096 the scan everywhere (1.11-2.14). For memory_d 32, order 256,
+#: T = 512, batch 16 the FFT took 1,231 ms per training step and +541 MiB, the scan
+#: 1,421 ms and +674 MiB (``bench.py --no-peer --backends torch --cases seq-lmu-full
+#: seq-ff-full``, one run). Not changed: one run, and no size between 64 and 256.
 SCAN_MAX_SIZE = 256
 #: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
 #: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
