@@ -496,8 +496,8 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     ``seq-ff-full`` the pieces joined here took 1.17x as long per training step and
     1.62x per forward pass (``python benchmarks/fft_pieces.py --backend torch
     --joined --piece-values``; 1.23x and 1.60x in an earlier run of the same
-    comparison); the peak memory is in :mod:`keras_lmu.torch_fft`. Its pieces are smaller
-    (:data:`FFT_TORCH_CPU_PIECE_VALUES`), see :func:`fft_piece_values`.
+    comparison); the peak memory is in :mod:`keras_lmu.torch_fft`. Its pieces are
+    smaller (:data:`FFT_TORCH_CPU_PIECE_VALUES`), see :func:`fft_piece_values`.
 
     On an accelerator (:func:`on_accelerator`) the pieces are
     :data:`FFT_ACCELERATOR_PIECE_VALUES` large, which makes ``seq-ff-full`` one piece:
