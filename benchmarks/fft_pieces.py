@@ -17,9 +17,11 @@ Usage::
         4611686018427387904
     python benchmarks/fft_pieces.py --backend torch --joined --piece-values
 
-``--joined`` (PyTorch) adds a copy whose default pieces are joined by
-``keras.ops.map``, as while PyTorch traces an export, instead of written in place
-(``keras_lmu.torch_fft``).
+``--joined`` (PyTorch, TensorFlow) adds a copy that runs the loop over the default
+pieces as JAX does, a ``keras.ops.map`` that joins them, differentiated by the
+backend itself: on PyTorch instead of pieces written in place
+(``keras_lmu.torch_fft``; PyTorch's exporters trace this form), on TensorFlow instead
+of the gradient computed piece by piece (``keras_lmu.tf_fft``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--joined",
         action="store_true",
-        help="PyTorch: also a copy with the default pieces joined by keras.ops.map",
+        help="PyTorch, TensorFlow: also a copy whose pieces are joined by keras.ops.map "
+        "and differentiated by the backend",
     )
     return parser.parse_args(argv)
 
@@ -102,18 +105,31 @@ def set_piece_values(module, piece_values: int):
 
 @contextlib.contextmanager
 def joined_pieces(joined: bool):
-    """PyTorch's pieces joined by ``keras.ops.map`` inside the block where ``joined``."""
+    """The pieces joined by ``keras.ops.map`` and differentiated by the backend inside
+    the block, where ``joined``."""
     if not joined:
         yield
         return
-    from keras_lmu import torch_fft
+    import keras
 
-    traced = torch_fft.traced
-    torch_fft.traced = lambda: True
+    if keras.backend.backend() == "torch":
+        from keras_lmu import torch_fft as module
+
+        name, replacement = "traced", lambda: True
+    else:
+        from keras_lmu import tf_fft as module
+
+        name = "with_gradient_in_pieces"
+
+        def replacement(convolve, signal, response, *pieces):
+            return convolve(signal, response)
+
+    saved = getattr(module, name)
+    setattr(module, name, replacement)
     try:
         yield
     finally:
-        torch_fft.traced = traced
+        setattr(module, name, saved)
 
 
 def label(piece_values) -> str:
@@ -135,8 +151,8 @@ def measure(args):
     default = lmu_ops.fft_piece_values(keras.ops.zeros(1))
     settings = [default] + [v for v in args.piece_values if v != default]
     if args.joined:
-        if keras.backend.backend() != "torch":
-            raise SystemExit("--joined compares PyTorch's two forms: use --backend torch")
+        if keras.backend.backend() not in ("torch", "tensorflow"):
+            raise SystemExit("--joined: JAX has one form; use --backend torch or tensorflow")
         settings.append(JOINED)
     models = {}
     for v in settings:

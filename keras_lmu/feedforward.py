@@ -297,7 +297,9 @@ class LMUFeedforward(LegendreMemory):
             return self._memories_by_scan(encoded, initial_memory)
         response = self._memory_response(steps)
         if self.conv_mode == "fft":
-            memory = lmu_ops.causal_convolution_fft(encoded, response)
+            memory = lmu_ops.causal_convolution_fft(
+                encoded, response, fixed_response=not self.has_trainable_system
+            )
         else:
             memory = lmu_ops.causal_convolution_direct(encoded, response)
         memory = ops.reshape(memory, (-1, steps, self.memory_d * self.order))

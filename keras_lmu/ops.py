@@ -430,7 +430,7 @@ def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False):
     return ops.where(ops.expand_dims(source >= 0, -1), held, ops.zeros_like(held))
 
 
-def causal_convolution_fft(signal, response):
+def causal_convolution_fft(signal, response, fixed_response: bool = False):
     """Every step of ``m_t = sum_k H[k] v_{t-k}``, by FFT over time.
 
     Parameters
@@ -441,6 +441,9 @@ def causal_convolution_fft(signal, response):
         ``H`` of shape (length, order), applied to each channel separately, or of
         shape (length, size, channels), mixing the channels. Only its first
         ``steps`` rows are used; missing rows count as zero.
+    fixed_response : bool
+        Whether ``response`` is a constant (no trainable system): on TensorFlow its
+        gradient is then not computed (see :func:`per_channel_fft_convolution`).
 
     Returns
     -------
@@ -452,7 +455,7 @@ def causal_convolution_fft(signal, response):
     response = _fit_length(response, steps)
     fft_length = _fft_length(2 * steps)
     if len(response.shape) == 2:
-        return per_channel_fft_convolution(signal, response, fft_length)
+        return per_channel_fft_convolution(signal, response, fft_length, fixed_response)
     # (real, imaginary) pairs: PyTorch's ONNX exporter has no complex einsum.
     signal_real, signal_imag = ops.rfft(ops.transpose(signal, (0, 2, 1)), fft_length)
     response_real, response_imag = ops.rfft(ops.transpose(response, (1, 2, 0)), fft_length)
@@ -466,7 +469,7 @@ def causal_convolution_fft(signal, response):
     return ops.transpose(memory, (0, 2, 1))
 
 
-def per_channel_fft_convolution(signal, response, fft_length: int):
+def per_channel_fft_convolution(signal, response, fft_length: int, fixed_response: bool = False):
     """``m_t = sum_k H[k] v_{t-k}`` for each channel of ``v``: FFTs of ``fft_length``
     points, in pieces.
 
@@ -499,6 +502,12 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     comparison); the peak memory is in :mod:`keras_lmu.torch_fft`. Its pieces are
     smaller (:data:`FFT_TORCH_CPU_PIECE_VALUES`), see :func:`fft_piece_values`.
 
+    On TensorFlow the loop has its own gradient, computed piece by piece
+    (:mod:`keras_lmu.tf_fft`; not for a ``fixed_response``, which gets none):
+    TensorFlow's gradient of the loop took 1.40x as long per training step of
+    ``seq-ff-full`` (``python benchmarks/fft_pieces.py --backend tensorflow --joined
+    --piece-values``), and its peak memory is in :mod:`keras_lmu.tf_fft`.
+
     On an accelerator (:func:`on_accelerator`) the pieces are
     :data:`FFT_ACCELERATOR_PIECE_VALUES` large, which makes ``seq-ff-full`` one piece:
     a GPU has no such cache to fit, and every piece is a few more kernel launches. On
@@ -509,8 +518,7 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
     MiB (PyTorch); one piece adds the whole product (16 x 32 x 256 x 513 complex
     values, 513 MiB in complex64) and its inverse (512 MiB) to it.
     """
-    steps, channels = static_size(signal, 1), static_size(signal, 2)
-    order = static_size(response, 1)
+    channels, order = static_size(signal, 2), static_size(response, 1)
     batch = signal.shape[0]  # None, or symbolic in an export with a free batch size
     batch = batch if isinstance(batch, int) else None
     piece_values = fft_piece_values(signal)
@@ -522,6 +530,26 @@ def per_channel_fft_convolution(signal, response, fft_length: int):
             return torch_fft.per_channel_fft_convolution(
                 signal, response, fft_length, group, orders
             )
+    if keras.backend.backend() == "tensorflow":
+        from keras_lmu import tf_fft
+
+        return tf_fft.with_gradient_in_pieces(
+            functools.partial(_joined_pieces, fft_length=fft_length, group=group, orders=orders),
+            signal,
+            response,
+            fft_length,
+            group,
+            orders,
+            fixed_response,
+        )
+    return _joined_pieces(signal, response, fft_length, group, orders)
+
+
+def _joined_pieces(signal, response, fft_length: int, group: int, orders: int):
+    """:func:`per_channel_fft_convolution` as a loop (``keras.ops.map``) over groups of
+    ``group`` channels, each in blocks of ``orders`` orders, whose pieces are joined."""
+    steps, channels = static_size(signal, 1), static_size(signal, 2)
+    order = static_size(response, 1)
     groups = ops.reshape(signal, (-1, steps, channels // group, group))
     groups = ops.transpose(groups, (2, 0, 3, 1))  # (channels / group, batch, group, steps)
     response_spectrum = _rfft(ops.transpose(response), fft_length)  # (order, frequencies)

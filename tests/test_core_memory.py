@@ -371,6 +371,49 @@ def test_torch_convolution_in_place_matches_joined_pieces_and_gradients(rng, gro
     assert torch.autograd.gradgradcheck(convolve, (signal, response))
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's own gradient")
+@pytest.mark.parametrize("group, orders", [(1, 1), (1, 2), (3, 5)])
+def test_tensorflow_convolution_gradient_in_pieces_matches_joined_pieces(rng, group, orders):
+    """On TensorFlow the convolution has its own gradient, computed piece by piece
+    (``keras_lmu.tf_fft``): eagerly and in a ``tf.function``, the memories and the
+    gradients with respect to the signal and the response equal TensorFlow's own
+    gradient of the loop over pieces, and a fixed response gets no gradient."""
+    import tensorflow as tf
+
+    from keras_lmu import ops as lmu_ops
+    from keras_lmu import tf_fft
+
+    signal = tf.constant(rng.normal(size=(2, 9, 3)))
+    response = tf.constant(rng.normal(size=(9, 5)))
+    weights = tf.constant(rng.normal(size=(2, 9, 3, 5)))
+
+    def joined(signal, response):
+        return lmu_ops._joined_pieces(signal, response, 32, group, orders)
+
+    def gradients(convolve):
+        with tf.GradientTape() as tape:
+            tape.watch([signal, response])
+            memory = convolve(signal, response)
+            loss = tf.reduce_sum(memory * weights)
+        return [memory, *tape.gradient(loss, [signal, response])]
+
+    expected = gradients(joined)
+    for fixed_response in (False, True):
+
+        def in_pieces(signal, response, fixed=fixed_response):
+            return tf_fft.with_gradient_in_pieces(
+                joined, signal, response, 32, group, orders, fixed
+            )
+
+        for computed in (gradients(in_pieces), tf.function(lambda: gradients(in_pieces))()):
+            np.testing.assert_allclose(computed[0], expected[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(computed[1], expected[1], rtol=1e-12, atol=1e-12)
+            if fixed_response:
+                assert computed[2] is None
+            else:
+                np.testing.assert_allclose(computed[2], expected[2], rtol=1e-12, atol=1e-12)
+
+
 @exact
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize("form", ["lmu", "rnn", "fft", "raw", "scan"])
