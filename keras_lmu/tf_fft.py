@@ -11,12 +11,13 @@ backends.
 
 For memory_d 32, order 256 and 512 steps in batches of 16 (the ``seq-ff-full``
 benchmark: a 256 MiB memory sequence under ``Dense(2)``), the peak resident memory
-of three training steps rose by 842-865 MiB over the built model, against 1,024-1,078
-MiB with TensorFlow's gradient of the loop (two runs each), and the training step
+of three training steps rose by 842-865 MiB over the built model, against 1,024-1,158
+MiB with TensorFlow's gradient of the loop (three runs each, the last one ``python
+benchmarks/peak_memory.py --backend tensorflow [--joined]``), and the training step
 took 0.71x as long (1.40x the other way round, ``python benchmarks/fft_pieces.py
 --backend tensorflow --joined --piece-values``). With ``MALLOC_TRIM_THRESHOLD_=1048576``,
 which makes the C allocator return freed memory to the system, the increase was 583
-MiB, about that of a ``Dense(8192)`` in the LMU's place (559-564 MiB): the rest is
+MiB (twice), about that of a ``Dense(8192)`` in the LMU's place (559-564 MiB): the rest is
 freed pieces of the forward loop that the allocator keeps.
 """
 

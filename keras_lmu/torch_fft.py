@@ -9,8 +9,9 @@ holds the memory sequence, its gradient and one piece at a time.
 
 For memory_d 32, order 256 and 512 steps in batches of 16 (the ``seq-ff-full``
 benchmark: a 256 MiB memory sequence under ``Dense(2)``), the peak resident memory
-of three training steps rose by 534-539 MiB over the built model, against 997-1,016
-MiB with the same pieces joined by ``keras.ops.map`` (three runs each). A
+of three training steps rose by 534-539 MiB over the built model, against 997-1,028
+MiB with the same pieces joined by ``keras.ops.map`` (four runs each, the last one
+``python benchmarks/peak_memory.py --backend torch [--joined]``). A
 ``Dense(8192)`` in the LMU's place, which makes a sequence of the same size with no
 convolution, rose by 541 MiB: the sequence and its gradient (512 MiB) are both held
 while the ``Dense(2)`` above computes its gradients.
