@@ -18,7 +18,8 @@ Cases (``--cases``; all but ``m2m-size-theta`` by default):
     fixed theta, every step returned, no hidden component, batch 16: the chunked
     scan (``conv_mode="scan"``) vs the FFT for order {4, 8, 16, 64, 256} and
     memory_d 4 x order 16, T {256, 1024, 4096}; with memory_to_memory (T 1024)
-    also vs ``lmu-rnn``.
+    also vs ``lmu-rnn``. ``--scan-orders`` and ``--scan-steps`` replace the orders
+    (memory_d 1, no memory_to_memory) and the lengths.
 ``conv-mode``
     fixed theta, every step returned, no hidden component; memory_d {1, 16} x
     order {64, 256} x steps {64, 128, 256, 1024, 4096}, batch 16: ``conv_mode="fft"``
@@ -138,6 +139,13 @@ def parse_args(argv=None):
         "on a shared machine, PyTorch's default of one thread per core stalls whenever "
         "another process holds a core",
     )
+    parser.add_argument(
+        "--scan-orders",
+        type=int,
+        nargs="+",
+        help="scan: these orders only (memory_d 1, no memory_to_memory)",
+    )
+    parser.add_argument("--scan-steps", type=int, nargs="+", help="scan: these lengths")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--out", help="write the results as JSON to this path")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -387,8 +395,13 @@ def case_scan(args, report):
     """The parallel scan against the FFT (and the step-by-step loop with memory_to_memory)."""
     grid_steps = (256,) if args.quick else (256, 1024, 4096)
     sizes = [(1, 8), (1, 64)] if args.quick else [(1, 4), (1, 8), (1, 16), (1, 64), (1, 256)]
-    for memory_to_memory in (False, True):
-        for memory_d, order in sizes + ([] if args.quick else [(4, 16)]):
+    sizes += [] if args.quick else [(4, 16)]
+    modes = (False, True)
+    if args.scan_orders:
+        sizes, modes = [(1, order) for order in args.scan_orders], (False,)
+    grid_steps = tuple(args.scan_steps or grid_steps)
+    for memory_to_memory in modes:
+        for memory_d, order in sizes:
             for steps in grid_steps if not memory_to_memory else grid_steps[1:2]:
                 config = {
                     "memory_d": memory_d,

@@ -41,12 +41,21 @@ from keras_lmu.memory import LegendreMemory, assign_saved_variables
 #: tied (1.03); at T = 4096 the scan everywhere (1.11-2.14). For memory_d 32, order 256,
 #: T = 512, batch 16 the FFT took 1,231 ms per training step and +541 MiB, the scan
 #: 1,421 ms and +674 MiB (``bench.py --no-peer --backends torch --cases seq-lmu-full
-#: seq-ff-full``, one run). Not changed: one run, and no size between 64 and 256.
+#: seq-ff-full``, one run). See ``SCAN_MIN_STEPS_PER_SQUARED_SIZE`` for the rule since.
 SCAN_MAX_SIZE = 256
 #: Shortest sequence for which ``conv_mode="auto"`` uses the scan, per backend: PyTorch
 #: runs its many small operations eagerly, and its FFT was faster at T = 256 for most
 #: sizes (fft/scan 0.44-1.12) and tied or slower from T = 1024 on (1.0-5.1).
 SCAN_MIN_STEPS = {"torch": 257}
+#: With its FFT's pieces written in place, PyTorch's FFT stays faster than the scan the
+#: longer the larger the state: ``conv_mode="auto"`` takes the scan there only from
+#: ``size**2 / 32`` steps on (2,048 at size 256, 512 at 128). fft/scan time ratios at
+#: memory_d 1, batch 16 (``parallel.py --backend torch --threads 1 --cases scan
+#: --scan-orders 128 192 256 --scan-steps 512 1024 2048 4096``, two runs:
+#: scan-torch-orders-*.json): order 256: 0.58-0.59 at T = 512, 0.70-0.74 at 1024,
+#: 0.85-0.93 at 2048, 1.05-1.08 at 4096; order 192: 0.73, 0.79, 1.05, 1.09; order 128:
+#: 0.88-0.91 at 512, 1.09-1.21 at 1024, 1.25-1.52 beyond; order 64: 1.21 at 1024.
+SCAN_MIN_STEPS_PER_SQUARED_SIZE = {"torch": 1 / 32}
 #: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel (the
 #: chunked scan; powers of the (memory_d * order)^2 state matrix), per backend, against
 #: the step-by-step loop that discretizes a trainable memory once per sequence
@@ -60,6 +69,14 @@ PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 16
 #: 0.44-0.82 on TensorFlow (0.73-0.88 at 128, 1.4-2.2 at 256), 0.64-0.90 on JAX with
 #: memory_d=1 (1.1-1.2 with memory_d=16) and 0.86-1.1 on PyTorch.
 DIRECT_CONVOLUTION_MAX_STEPS = {"tensorflow": 128, "jax": 64, "torch": 0}
+
+
+def scan_min_steps(size: int, backend: str) -> int:
+    """Shortest sequence for which ``conv_mode="auto"`` computes the memory of a state of
+    ``size`` numbers by the chunked scan on ``backend``: ``SCAN_MIN_STEPS``, and more
+    than ``size**2`` times ``SCAN_MIN_STEPS_PER_SQUARED_SIZE``."""
+    per_squared_size = SCAN_MIN_STEPS_PER_SQUARED_SIZE.get(backend, 0)
+    return max(SCAN_MIN_STEPS.get(backend, 0), int(size * size * per_squared_size) + 1)
 
 
 @keras.saving.register_keras_serializable(package="keras-lmu")
@@ -210,7 +227,7 @@ class LMU(keras.layers.Layer):
             return self.conv_mode
         template = self._template
         size = template.order * (template.memory_d if template.memory_to_memory else 1)
-        shortest = SCAN_MIN_STEPS.get(keras.backend.backend(), 0)
+        shortest = scan_min_steps(size, keras.backend.backend())
         if size <= SCAN_MAX_SIZE and steps is not None and steps >= shortest:
             return "scan"
         limit = DIRECT_CONVOLUTION_MAX_STEPS.get(keras.backend.backend(), 0)

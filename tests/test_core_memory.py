@@ -607,10 +607,29 @@ def test_auto_conv_mode_follows_measured_rule(order, memory_d, memory_to_memory,
     limit = layer_module.DIRECT_CONVOLUTION_MAX_STEPS[keras.backend.backend()]
     if keras.backend.backend() == "jax" and memory_d > 1:
         limit = 0
-    shortest = layer_module.SCAN_MIN_STEPS.get(keras.backend.backend(), 0)
+    shortest = layer_module.scan_min_steps(size, keras.backend.backend())
     if size <= layer_module.SCAN_MAX_SIZE and steps >= shortest:
         expected = "scan"
     else:
         expected = "raw" if steps <= limit else "fft"
     assert lmu.layer.conv_mode == expected
     assert lmu.get_config()["conv_mode"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "order, steps, torch_mode",
+    [
+        (64, 256, "fft"),
+        (64, 1024, "scan"),
+        (128, 512, "fft"),
+        (128, 1024, "scan"),
+        (256, 2048, "fft"),
+        (256, 4096, "scan"),
+    ],
+)
+def test_auto_conv_mode_on_pytorch_keeps_the_fft_longer_for_larger_states(order, steps, torch_mode):
+    """PyTorch takes the scan from 257 steps, and for larger states only beyond
+    ``order**2 / 32`` steps (memory_d 1); JAX and TensorFlow take it at any length."""
+    lmu = keras_lmu.LMU(1, order, 5.0, None, return_sequences=True)
+    lmu(np.zeros((1, steps, 1), "float32"))
+    assert lmu.layer.conv_mode == (torch_mode if keras.backend.backend() == "torch" else "scan")
