@@ -33,8 +33,9 @@ Cases (``--cases``; all by default; ``T`` steps, ``b`` batch):
     ``return_sequences=True``, ``Dense(2)`` on every step.
 ``seq-ff-scan-full``
     ``seq-ff-full`` with ``conv_mode="scan"`` (the chunked scan, which ``LMU`` picks
-    for this model on JAX and TensorFlow); keras-lmu, which has no such mode, runs its default, the FFT
-    (its ``"raw"`` aborts on TensorFlow with oneDNN for ``memory_d=32``).
+    for this model on JAX and TensorFlow); keras-lmu, which has no such mode, runs its
+    default, the FFT (its ``"raw"`` aborts on TensorFlow with oneDNN for
+    ``memory_d=32``).
 ``seq-dense-full``
     no LMU: ``keras.layers.Dense(8192)`` on the ``seq-ff-full`` input, then
     ``Dense(2)`` on every step; b 16. It returns a sequence as large as
