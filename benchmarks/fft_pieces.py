@@ -184,12 +184,18 @@ def measure(args):
         print(f"{label(v):>10s}: {'   '.join(cells)}   first training step {first:.1f} s")
 
 
+def rerun_on_backend(script: str, backend: str | None, argv=None):
+    """Run ``script`` again with ``argv`` in a process whose ``KERAS_BACKEND`` is
+    ``backend``, and exit with its status, unless this process has that backend."""
+    if backend and os.environ.get("KERAS_BACKEND") != backend:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        rest = list(argv if argv is not None else sys.argv[1:])
+        sys.exit(subprocess.call([sys.executable, script, *rest], env=env))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.backend and os.environ.get("KERAS_BACKEND") != args.backend:
-        env = dict(os.environ, KERAS_BACKEND=args.backend)
-        rest = list(argv if argv is not None else sys.argv[1:])
-        sys.exit(subprocess.call([sys.executable, __file__, *rest], env=env))
+    rerun_on_backend(__file__, args.backend, argv)
     measure(args)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import sys
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +48,6 @@ def current_rss_kib() -> int:
 
 
 def measure(args):
-    sys.path.insert(0, BENCH_DIR)
     import bench
     import fft_pieces
     import keras
@@ -73,10 +71,10 @@ def measure(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.backend and os.environ.get("KERAS_BACKEND") != args.backend:
-        env = dict(os.environ, KERAS_BACKEND=args.backend)
-        rest = list(argv if argv is not None else sys.argv[1:])
-        sys.exit(subprocess.call([sys.executable, __file__, *rest], env=env))
+    sys.path.insert(0, BENCH_DIR)
+    import fft_pieces
+
+    fft_pieces.rerun_on_backend(__file__, args.backend, argv)
     measure(args)
 
 
