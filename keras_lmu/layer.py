@@ -55,6 +55,10 @@ SCAN_MIN_STEPS = {"torch": 257}
 #: scan-torch-orders-*.json): order 256: 0.58-0.59 at T = 512, 0.70-0.74 at 1024,
 #: 0.85-0.93 at 2048, 1.05-1.08 at 4096; order 192: 0.73, 0.79, 1.05, 1.09; order 128:
 #: 0.88-0.91 at 512, 1.09-1.21 at 1024, 1.25-1.52 beyond; order 64: 1.21 at 1024.
+#: TensorFlow, with its FFT's gradient in pieces (scan-tensorflow-orders-128-256.json,
+#: one run): order 256 0.68 at T = 512, 1.04 at 1024, 1.23-1.39 beyond; order 128
+#: 1.17-1.68; at memory_d 32, order 256, T = 512 the scan was faster (``bench.py``
+#: ``seq-lmu-full`` 1,530 ms against ``seq-ff-full`` 1,722 ms, two runs): not changed.
 SCAN_MIN_STEPS_PER_SQUARED_SIZE = {"torch": 1 / 32}
 #: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel (the
 #: chunked scan; powers of the (memory_d * order)^2 state matrix), per backend, against
