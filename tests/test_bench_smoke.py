@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import keras
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
@@ -131,3 +132,19 @@ def test_target_table_judges_the_best_backend():
     assert rows[floor].endswith("| 0.55 | the floor of `seq-*-full` |")
     # Against the fastest LSTM (2.0 s): 40x, short of 50x.
     assert rows["| `psmnist-ff` >= 50x the fastest `lstm`"].endswith("| 40x | **not met** |")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend is enough")
+def test_memory_and_piece_scripts_run():
+    """``peak_memory.py`` and ``fft_pieces.py --joined`` (the two forms of PyTorch's
+    FFT convolution) run and print their results."""
+    benchmarks = ROOT / "benchmarks"
+    command = [sys.executable, str(benchmarks / "peak_memory.py"), "--case", "seq-ff-raw"]
+    done = subprocess.run(command + ["--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "seq-ff-raw on torch: 1 training steps, peak RSS" in done.stdout
+    command = [sys.executable, str(benchmarks / "fft_pieces.py"), "--repeats", "1"]
+    command += ["--batch", "1", "--joined", "--piece-values"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "joined: train" in done.stdout and "2**17: train" in done.stdout
