@@ -154,17 +154,18 @@ def measure(args):
         if keras.backend.backend() not in ("torch", "tensorflow"):
             raise SystemExit("--joined: JAX has one form; use --backend torch or tensorflow")
         settings.append(JOINED)
+    # The piece size of each copy: the joined copy runs the default pieces.
+    pieces = {v: default if v == JOINED else v for v in settings}
     models = {}
     for v in settings:
         with joined_pieces(v == JOINED):
-            models[v] = build(default if v == JOINED else v, args.batch)
+            models[v] = build(pieces[v], args.batch)
     times = {(v, kind): [] for v in settings for kind in ("train", "predict")}
     for _ in range(args.repeats):
         for kind in ("train", "predict"):
             for v, (model, x, y, _) in models.items():
                 # PyTorch runs eagerly, so the setting is applied at every call.
-                pieces = default if v == JOINED else v
-                with set_piece_values(lmu_ops, pieces), joined_pieces(v == JOINED):
+                with set_piece_values(lmu_ops, pieces[v]), joined_pieces(v == JOINED):
                     start = time.perf_counter()
                     if kind == "train":
                         model.train_on_batch(x, y)
