@@ -4,6 +4,7 @@ Each case and length is a process of its own, so every kind of model the harness
 builds runs on one backend (TensorFlow), and two on the others."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,13 +137,16 @@ def test_target_table_judges_the_best_backend():
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend is enough")
 def test_memory_and_piece_scripts_run():
-    """``peak_memory.py`` and ``fft_pieces.py --joined`` (the two forms of PyTorch's
-    FFT convolution) run and print their results."""
+    """``peak_memory.py`` (with PyTorch's tensor profile) and ``fft_pieces.py --joined``
+    (the two forms of PyTorch's FFT convolution) run and print their results."""
     benchmarks = ROOT / "benchmarks"
     command = [sys.executable, str(benchmarks / "peak_memory.py"), "--case", "seq-ff-raw"]
-    done = subprocess.run(command + ["--steps", "1"], capture_output=True, text=True, timeout=300)
+    command += ["--steps", "1", "--tensors"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "seq-ff-raw on torch: 1 training steps, peak RSS" in done.stdout
+    tensors = re.search(r"tensors at their peak in one more step: ([0-9.]+) MiB \(", done.stdout)
+    assert tensors and float(tensors.group(1)) > 0, done.stdout[-3000:]
     command = [sys.executable, str(benchmarks / "fft_pieces.py"), "--repeats", "1"]
     command += ["--batch", "1", "--joined", "--piece-values"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
