@@ -1040,9 +1040,9 @@ CPU_NOTES = [
     "of keras-lmu's API): it takes an inverse FFT per channel and order over the "
     "whole sequence (131,072 of 1,024 points here), forward and backward, and "
     "keras-lmu's FFT form has the same cost. The same layer with "
-    '`conv_mode="scan"` (`seq-ff-scan-full`) and `LMU`, whose `conv_mode="auto"` '
-    "picks the scan here (`seq-lmu-full`), compute the same outputs with the chunked "
-    "scan.",
+    '`conv_mode="scan"` (`seq-ff-scan-full`) computes the same outputs with the '
+    'chunked scan; `LMU` (`seq-lmu-full`) with the form its `conv_mode="auto"` picks '
+    "for the backend (`keras_lmu.layer.scan_min_steps`).",
 ]
 #: ... and on a GPU.
 ACCELERATOR_NOTES = [

@@ -55,11 +55,21 @@ SCAN_MIN_STEPS = {"torch": 257}
 #: scan-torch-orders-*.json): order 256: 0.58-0.59 at T = 512, 0.70-0.74 at 1024,
 #: 0.85-0.93 at 2048, 1.05-1.08 at 4096; order 192: 0.73, 0.79, 1.05, 1.09; order 128:
 #: 0.88-0.91 at 512, 1.09-1.21 at 1024, 1.25-1.52 beyond; order 64: 1.21 at 1024.
-#: TensorFlow, with its FFT's gradient in pieces (scan-tensorflow-orders-128-256.json,
-#: one run): order 256 0.68 at T = 512, 1.04 at 1024, 1.23-1.39 beyond; order 128
-#: 1.17-1.68; at memory_d 32, order 256, T = 512 the scan was faster (``bench.py``
-#: ``seq-lmu-full`` 1,530 ms against ``seq-ff-full`` 1,722 ms, two runs): not changed.
-SCAN_MIN_STEPS_PER_SQUARED_SIZE = {"torch": 1 / 32}
+#: TensorFlow, with its FFT's gradient computed in pieces (``keras_lmu.tf_fft``), takes
+#: the scan from ``size**2 / 64`` steps on (1,024 at size 256, 256 at 128, 64 at 64;
+#: below, the FFT, or the direct convolution up to ``DIRECT_CONVOLUTION_MAX_STEPS``).
+#: fft/scan at memory_d 1, batch 16 (``parallel.py --backend tensorflow --threads 1
+#: --cases scan --scan-orders ... --scan-steps ...``: scan-tensorflow-orders-*.json):
+#: order 256: 0.68 (two runs) at T = 512, 1.04-1.13 at 1024, 1.23-1.39 at 2048-4096;
+#: order 192: 0.82 at 512, 1.19 at 1024, 1.53 at 2048; order 128: 0.71 at T = 64, 0.80
+#: at 128, 0.95 at 256, 1.17-1.68 from 512; order 64: 0.87 at 64, 1.17 at 128, 1.74 at
+#: 256; order 16: 1.13-1.34 (T = 64-256). The model of ``seq-lmu-full`` (memory_d 32,
+#: batch 16; ``LMUFeedforward(conv_mode=...)``, the forms alternating in one process,
+#: five training steps each): order 256: 0.85 and 0.88 at T = 512, 0.93 at 1024, 0.99
+#: at 2048; order 192: 1.05 at 512. The direct convolution against the scan (seven
+#: steps each): order 64, T = 64: 0.81 (memory_d 1), 0.86 (memory_d 32); order 128,
+#: T = 128: 0.54 and 0.76.
+SCAN_MIN_STEPS_PER_SQUARED_SIZE = {"torch": 1 / 32, "tensorflow": 1 / 64}
 #: Largest ``memory_d * order`` for which a memory_to_memory LMU runs in parallel (the
 #: chunked scan; powers of the (memory_d * order)^2 state matrix), per backend, against
 #: the step-by-step loop that discretizes a trainable memory once per sequence

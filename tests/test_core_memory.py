@@ -617,19 +617,26 @@ def test_auto_conv_mode_follows_measured_rule(order, memory_d, memory_to_memory,
 
 
 @pytest.mark.parametrize(
-    "order, steps, torch_mode",
+    "order, steps, torch_mode, tensorflow_mode",
     [
-        (64, 256, "fft"),
-        (64, 1024, "scan"),
-        (128, 512, "fft"),
-        (128, 1024, "scan"),
-        (256, 2048, "fft"),
-        (256, 4096, "scan"),
+        (64, 128, "fft", "scan"),
+        (64, 256, "fft", "scan"),
+        (64, 1024, "scan", "scan"),
+        (128, 256, "fft", "fft"),
+        (128, 512, "fft", "scan"),
+        (128, 1024, "scan", "scan"),
+        (256, 1024, "fft", "fft"),
+        (256, 2048, "fft", "scan"),
+        (256, 4096, "scan", "scan"),
     ],
 )
-def test_auto_conv_mode_on_pytorch_keeps_the_fft_longer_for_larger_states(order, steps, torch_mode):
+def test_auto_conv_mode_keeps_the_fft_longer_for_larger_states(
+    order, steps, torch_mode, tensorflow_mode
+):
     """PyTorch takes the scan from 257 steps, and for larger states only beyond
-    ``order**2 / 32`` steps (memory_d 1); JAX and TensorFlow take it at any length."""
+    ``order**2 / 32`` steps (memory_d 1); TensorFlow beyond ``order**2 / 64``; JAX
+    at any length."""
     lmu = keras_lmu.LMU(1, order, 5.0, None, return_sequences=True)
     lmu(np.zeros((1, steps, 1), "float32"))
-    assert lmu.layer.conv_mode == (torch_mode if keras.backend.backend() == "torch" else "scan")
+    expected = {"torch": torch_mode, "tensorflow": tensorflow_mode}
+    assert lmu.layer.conv_mode == expected.get(keras.backend.backend(), "scan")
