@@ -83,6 +83,24 @@ PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE = {"torch": 1024, "tensorflow": 64, "jax": 16
 #: 0.44-0.82 on TensorFlow (0.73-0.88 at 128, 1.4-2.2 at 256), 0.64-0.90 on JAX with
 #: memory_d=1 (1.1-1.2 with memory_d=16) and 0.86-1.1 on PyTorch.
 DIRECT_CONVOLUTION_MAX_STEPS = {"tensorflow": 128, "jax": 64, "torch": 0}
+#: Steps of the step-by-step loop (``LMU`` with nonlinear feedback into the memory) per
+#: iteration, per backend, for sequences of at least ``GROUPED_LOOP_MIN_STEPS`` steps.
+#: On JAX the loop is a compiled ``lax.scan``, and with several steps in its body XLA
+#: can run work off the recurrence's critical path (the weights' gradients) next to it.
+#: A training step with 8 steps per iteration took, against 1 (2-core AMD EPYC): the
+#: ``psmnist-rnn`` model (``bench.py``: batch 100, LMU(1, 256, 784, SimpleRNNCell(212),
+#: hidden_to_memory, memory_to_memory), 784 steps) 0.71x and 0.68x as long (two runs,
+#: both alternating in one process, five steps each; first step 3.8-4.1 s against
+#: 2.5-3.1); with 16 steps 0.63-0.71x in a first version that took longer with large
+#: states. In that version, one run each (LMU(memory_d, order, T, SimpleRNNCell(units),
+#: hidden_to_memory, memory_to_memory)): the same model at batch 32 0.70x, batch 16
+#: 0.72x; order 64 and 64 units, batch 100: 0.88x; memory_d 4, order 128, 128 units,
+#: 512 steps: 1.02x; memory_d 32, order 256, no hidden cell, batch 16, 512 steps:
+#: 0.79x; order 16 and 32 units, batch 32: 12-17 ms either way. TensorFlow's
+#: ``tf.while_loop`` was no faster with 8 (0.83x and 1.03x in two runs of
+#: ``psmnist-rnn``), and PyTorch runs the loop in Python: 1 there.
+LOOP_STEPS_PER_ITERATION = {"jax": 8}
+GROUPED_LOOP_MIN_STEPS = 64
 
 
 def scan_min_steps(size: int, backend: str) -> int:
@@ -437,7 +455,14 @@ class _LMURNN(keras.layers.RNN):
         # at every step would accumulate).
         initial_state = [ops.cast(initial_state[0], cell.memory_dtype), *initial_state[1:]]
         if mask is None:
-            return super().inner_loop(sequences, initial_state, None, training=training)
+            if self._steps_per_iteration(sequences) == 1:
+                return super().inner_loop(sequences, initial_state, None, training=training)
+
+            def step(inputs, states):
+                output, new_states = cell(inputs, states, training=training)
+                return output, list(new_states)
+
+            return self._loop(step, sequences, initial_state)
         keep = ops.cast(ops.expand_dims(mask, -1), sequences.dtype)
         batch = ops.shape(sequences)[0]
         no_output = ops.zeros((batch, cell.output_size), dtype=cell.compute_dtype)
@@ -453,16 +478,66 @@ class _LMURNN(keras.layers.RNN):
             shown = ops.where(keep, output, no_output) if self.zero_output_for_mask else held
             return shown, new_states + [held]
 
-        _, outputs, states = keras_backend.rnn(
-            step,
-            ops.concatenate([sequences, keep], axis=-1),
-            list(initial_state) + [no_output],
-            go_backwards=self.go_backwards,
-            unroll=self.unroll,
-            input_length=sequences.shape[1],
-            return_all_outputs=self.return_sequences,
+        _, outputs, states = self._loop(
+            step, ops.concatenate([sequences, keep], axis=-1), list(initial_state) + [no_output]
         )
         return states[-1], outputs, states[:-1]
+
+    def _steps_per_iteration(self, sequences) -> int:
+        """Steps per iteration of the loop: ``LOOP_STEPS_PER_ITERATION`` for long enough
+        sequences of known length, else 1 (also with ``unroll``, and ``go_backwards``,
+        which ``LMU`` does not pass on: it reverses the sequence itself)."""
+        group = LOOP_STEPS_PER_ITERATION.get(keras.backend.backend(), 1)
+        steps = sequences.shape[1]
+        unrolled_or_reversed = self.unroll or self.go_backwards
+        if unrolled_or_reversed or steps is None or steps < max(group, GROUPED_LOOP_MIN_STEPS):
+            return 1
+        return group
+
+    def _loop(self, step, sequences, initial_state):
+        """``(last_output, outputs, states)`` of ``step`` over ``sequences``, as
+        ``keras.src.backend.rnn`` with this layer's direction and options returns them,
+        ``_steps_per_iteration`` steps per iteration of the backend's loop (the steps
+        left over after the last whole iteration run one per iteration).
+        """
+        group = self._steps_per_iteration(sequences)
+        steps = sequences.shape[1]
+        if group == 1:
+            return keras_backend.rnn(
+                step,
+                sequences,
+                initial_state,
+                go_backwards=self.go_backwards,
+                unroll=self.unroll,
+                input_length=steps,
+                return_all_outputs=self.return_sequences,
+            )
+        whole = steps - steps % group
+        blocks = ops.reshape(sequences[:, :whole], (-1, whole // group, group, sequences.shape[2]))
+
+        def steps_of_block(block, states):
+            outputs = []
+            for index in range(group):
+                output, states = step(block[:, index], states)
+                outputs.append(output)
+            if not self.return_sequences:  # only the last output is read
+                return outputs[-1], states
+            return ops.stack(outputs, axis=1), states
+
+        _, outputs, states = keras_backend.rnn(
+            steps_of_block, blocks, initial_state, input_length=whole // group
+        )
+        if self.return_sequences:
+            outputs = ops.reshape(outputs, (-1, whole, *outputs.shape[3:]))
+        if whole < steps:
+            _, rest, states = keras_backend.rnn(
+                step, sequences[:, whole:], states, input_length=steps - whole
+            )
+            outputs = ops.concatenate([outputs, rest], axis=1) if self.return_sequences else rest
+        last_output = outputs[:, -1]
+        if not self.return_sequences:
+            outputs = ops.expand_dims(last_output, 1)
+        return last_output, outputs, states
 
     def load_own_variables(self, store):
         # Visited before the cell at every load: the cell's record of the last one is reset.

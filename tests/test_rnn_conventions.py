@@ -4,10 +4,11 @@ Bidirectional."""
 import keras
 import numpy as np
 import pytest
-from conftest import DTYPE, assert_close
+from conftest import BACKEND, DTYPE, assert_close
 from reference import ReluRNNCell, linear_layer
 
 import keras_lmu
+from keras_lmu import layer as layer_module
 
 # (name, LMU options, expected inner form)
 CONFIGS = [
@@ -30,8 +31,28 @@ CONFIGS = [
         keras.layers.RNN,
     ),
     ("recurrent-dense", dict(hidden="dense", hidden_to_memory=True), keras.layers.RNN),
+    (
+        "recurrent-grouped",
+        dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
+        keras.layers.RNN,
+    ),
 ]
 pytestmark = pytest.mark.usefixtures("exact_floatx")
+
+
+@pytest.fixture(autouse=True)
+def _grouped_loop(request, monkeypatch):
+    """Configs named ``*-grouped`` run the step-by-step loop three steps per iteration
+    from three steps on (on every backend; JAX does so for long sequences)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and str(callspec.params.get("name", "")).endswith("-grouped"):
+        group_steps(monkeypatch, 3)
+
+
+def group_steps(monkeypatch, steps: int):
+    """Make ``LMU``'s step-by-step loop take ``steps`` steps per iteration."""
+    monkeypatch.setattr(layer_module, "GROUPED_LOOP_MIN_STEPS", 1)
+    monkeypatch.setattr(layer_module, "LOOP_STEPS_PER_ITERATION", {BACKEND: steps})
 
 
 def make_lmu(options, **kwargs):
@@ -164,6 +185,44 @@ def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
     last = copy(return_sequences=False)
     last.set_weights(layer.get_weights())
     assert_close(last(x, mask=mask), finals)
+
+
+@pytest.mark.parametrize(
+    "return_sequences, go_backwards, masked",
+    [(True, False, False), (False, False, True), (True, True, True), (False, True, False)],
+)
+def test_steps_grouped_per_iteration_train_as_one_per_iteration(
+    rng, monkeypatch, return_sequences, go_backwards, masked
+):
+    """Eleven steps four per iteration of the loop (two whole iterations and three
+    steps left over): the same outputs, and the same weights after a training step,
+    as one step per iteration."""
+    x = rng.uniform(-1, 1, (3, 11, 2))
+    if masked:
+        x[0, 7:] = 0.0  # padding
+    y = rng.uniform(-1, 1, (3, 11, 3) if return_sequences else (3, 3))
+    models = []
+    for _ in range(2):
+        inp = keras.Input((11, 2), dtype=DTYPE)
+        hidden = keras.layers.Masking(0.0, dtype=DTYPE)(inp) if masked else inp
+        lmu = make_lmu(
+            dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
+            return_sequences=return_sequences,
+            go_backwards=go_backwards,
+        )
+        models.append(keras.Model(inp, lmu(hidden)))
+        models[-1].compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    initial = models[0].get_weights()
+    models[1].set_weights(initial)
+    results = []
+    for model, steps_per_iteration in zip(models, (1, 4), strict=True):
+        group_steps(monkeypatch, steps_per_iteration)
+        outputs = numpy(model(x))
+        model.train_on_batch(x, y)
+        results.append([outputs] + [numpy(w) for w in model.weights])
+    assert not all(map(np.allclose, results[0][1:], initial))  # the step changed weights
+    for grouped, expected in zip(results[1], results[0], strict=True):
+        assert_close(grouped, expected)
 
 
 def test_masking_layer_is_respected(rng):
