@@ -225,6 +225,26 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
         assert_close(grouped, expected)
 
 
+@pytest.mark.parametrize("steps", [10, 70])
+def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps):
+    """A hidden cell's dropout masks are made before the step-by-step loop and dropped
+    after it, as Keras's RNN does for its own cell: every training call draws new
+    ones (they were cached past the loop: the same masks for every batch, and on JAX a
+    tracer that escaped the loop), and training trains. 70 steps: JAX's loop takes
+    several steps per iteration."""
+    x = rng.uniform(-1, 1, (4, steps, 3))
+    cell = keras.layers.SimpleRNNCell(5, dropout=0.5, recurrent_dropout=0.5, dtype=DTYPE)
+    lmu = keras_lmu.LMU(2, 8, 50.0, cell, hidden_to_memory=True, dtype=DTYPE)
+    first, second = (numpy(lmu(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    assert cell._dropout_mask is None and cell._recurrent_dropout_mask is None
+    assert_close(lmu(x), lmu(x, training=False))
+    model = keras.Sequential([keras.Input((steps, 3), dtype=DTYPE), lmu])
+    model.compile(optimizer="sgd", loss="mse")
+    losses = model.fit(x, rng.uniform(-1, 1, (4, 5)), epochs=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses))
+
+
 def test_masking_layer_is_respected(rng):
     x = rng.uniform(-1, 1, (2, 10, 2))
     x[0, 6:] = 0.0  # padding
