@@ -161,6 +161,43 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         finally:
             object.__setattr__(self, "_sequence_weights", None)
 
+    # Keras's RNN makes its cell's dropout masks before the loop over the steps and drops
+    # them after it. The hidden cell's masks follow the LMUCell's: made inside the loop,
+    # they would stay cached in the hidden cell past it, the same masks for every later
+    # batch (on JAX, a tracer of the loop, which fails).
+
+    @property
+    def _hidden_dropout_cell(self) -> DropoutRNNCell | None:
+        cell = self.hidden_cell
+        return cell if isinstance(cell, DropoutRNNCell) else None
+
+    def get_dropout_mask(self, step_input):
+        """This cell's input mask; also makes the hidden cell's input mask."""
+        hidden = self._hidden_dropout_cell
+        if hidden is not None:
+            size = self._hidden_input_size(int(step_input.shape[-1]))
+            batch = ops.shape(step_input)[0]
+            hidden.get_dropout_mask(ops.zeros((batch, size), dtype=self.compute_dtype))
+        return super().get_dropout_mask(step_input)
+
+    def get_recurrent_dropout_mask(self, step_input):
+        """This cell's mask of ``s_{t-1}``; also makes the hidden cell's recurrent mask."""
+        hidden = self._hidden_dropout_cell
+        if hidden is not None:
+            size = (ops.shape(step_input)[0], self._hidden_state_sizes()[0])
+            hidden.get_recurrent_dropout_mask(ops.zeros(size, dtype=self.compute_dtype))
+        return super().get_recurrent_dropout_mask(step_input)
+
+    def reset_dropout_mask(self):
+        super().reset_dropout_mask()
+        if self._hidden_dropout_cell is not None:
+            self._hidden_dropout_cell.reset_dropout_mask()
+
+    def reset_recurrent_dropout_mask(self):
+        super().reset_recurrent_dropout_mask()
+        if self._hidden_dropout_cell is not None:
+            self._hidden_dropout_cell.reset_recurrent_dropout_mask()
+
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 

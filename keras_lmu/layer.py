@@ -8,7 +8,6 @@ import weakref
 import keras
 from keras import ops
 from keras.src import backend as keras_backend
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 from keras.src.utils import tracking
 
 from keras_lmu import validation
@@ -440,25 +439,9 @@ class _LMURNN(keras.layers.RNN):
     """
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        """Step through the sequence, preparing the step's weights once for all steps and
-        the hidden cell's dropout masks once per sequence."""
-        cell = self.cell
-        hidden = cell.hidden_cell if isinstance(cell.hidden_cell, DropoutRNNCell) else None
-        if hidden is not None:
-            # As keras.layers.RNN does for its own cell (here the LMUCell): a mask made
-            # inside the loop stays cached in the cell after it, so every later call would
-            # reuse it (and on JAX it is a tracer of the loop, which fails).
-            size = cell._hidden_input_size(int(sequences.shape[-1]))
-            batch = ops.shape(sequences)[0]
-            hidden.get_dropout_mask(ops.zeros((batch, size), dtype=cell.compute_dtype))
-            hidden.get_recurrent_dropout_mask(initial_state[1])
-        try:
-            with cell.reuse_step_weights():
-                return self._masked_loop(sequences, initial_state, mask, training)
-        finally:
-            if hidden is not None:
-                hidden.reset_dropout_mask()
-                hidden.reset_recurrent_dropout_mask()
+        """Step through the sequence, preparing the step's weights once for all steps."""
+        with self.cell.reuse_step_weights():
+            return self._masked_loop(sequences, initial_state, mask, training)
 
     def _masked_loop(self, sequences, initial_state, mask, training):
         """Step through the sequence; with a mask, hold states and outputs at masked steps.

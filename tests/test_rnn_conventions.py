@@ -226,15 +226,20 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
 
 
 @pytest.mark.parametrize("steps", [10, 70])
-def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps):
+@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
+def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer):
     """A hidden cell's dropout masks are made before the step-by-step loop and dropped
-    after it, as Keras's RNN does for its own cell: every training call draws new
-    ones (they were cached past the loop: the same masks for every batch, and on JAX a
-    tracer that escaped the loop), and training trains. 70 steps: JAX's loop takes
-    several steps per iteration."""
+    after it, with the LMUCell's own (Keras's RNN does so for its cell): every training
+    call draws new ones (they were cached past the loop: the same masks for every
+    batch, and on JAX a tracer that escaped the loop), and training trains. 70 steps:
+    JAX's loop in ``LMU`` takes several steps per iteration."""
     x = rng.uniform(-1, 1, (4, steps, 3))
     cell = keras.layers.SimpleRNNCell(5, dropout=0.5, recurrent_dropout=0.5, dtype=DTYPE)
-    lmu = keras_lmu.LMU(2, 8, 50.0, cell, hidden_to_memory=True, dtype=DTYPE)
+    options = dict(hidden_to_memory=True, dtype=DTYPE)
+    if layer == "LMU":
+        lmu = keras_lmu.LMU(2, 8, 50.0, cell, **options)
+    else:
+        lmu = keras.layers.RNN(keras_lmu.LMUCell(2, 8, 50.0, cell, **options), dtype=DTYPE)
     first, second = (numpy(lmu(x, training=True)) for _ in range(2))
     assert not np.allclose(first, second)
     assert cell._dropout_mask is None and cell._recurrent_dropout_mask is None
