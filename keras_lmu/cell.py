@@ -9,6 +9,7 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_lmu import ops as lmu_ops
+from keras_lmu.hidden_states import dropout_cells, flatten_states, nest_states, output_state_index
 from keras_lmu.memory import LegendreMemory
 
 
@@ -36,9 +37,11 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     theta : float
         Length of the sliding window, in steps (initial value if trainable).
     hidden_cell : keras.layers.Layer or None
-        A Keras RNN cell (e.g. ``SimpleRNNCell``), a layer without state (e.g.
-        ``Dense``), or None, in which case the output is the memory (plus the
-        input when ``input_to_hidden``).
+        A Keras RNN cell (e.g. ``SimpleRNNCell``, or a ``StackedRNNCells``, whose
+        last cell's output is fed back with ``hidden_to_memory``), a layer without
+        state (e.g. ``Dense``), or None, in which case the output is the memory (plus
+        the input when ``input_to_hidden``). Its states, however nested, are flat in
+        this cell's states ``[memory, *hidden_states]``.
     trainable_theta : bool
         Learn ``theta`` through the weight ``theta_inv = 1 / theta``.
     hidden_to_memory, memory_to_memory, input_to_hidden : bool
@@ -162,41 +165,39 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             object.__setattr__(self, "_sequence_weights", None)
 
     # Keras's RNN makes its cell's dropout masks before the loop over the steps and drops
-    # them after it. The hidden cell's masks follow the LMUCell's: made inside the loop,
-    # they would stay cached in the hidden cell past it, the same masks for every later
-    # batch (on JAX, a tracer of the loop, which fails).
+    # them after it. The hidden cell's masks (or those of the cells in a hidden
+    # StackedRNNCells) follow the LMUCell's: made inside the loop, they would stay cached
+    # in the hidden cell past it, the same masks for every later batch (on JAX, a tracer
+    # of the loop, which fails).
 
-    @property
-    def _hidden_dropout_cell(self) -> DropoutRNNCell | None:
-        cell = self.hidden_cell
-        return cell if isinstance(cell, DropoutRNNCell) else None
+    def _hidden_dropout_cells(self, input_d: int):
+        return dropout_cells(self.hidden_cell, self._hidden_input_size(input_d))
 
     def get_dropout_mask(self, step_input):
-        """This cell's input mask; also makes the hidden cell's input mask."""
-        hidden = self._hidden_dropout_cell
-        if hidden is not None:
-            size = self._hidden_input_size(int(step_input.shape[-1]))
-            batch = ops.shape(step_input)[0]
-            hidden.get_dropout_mask(ops.zeros((batch, size), dtype=self.compute_dtype))
+        """This cell's input mask; also makes the hidden cells' input masks."""
+        batch = ops.shape(step_input)[0]
+        for cell, input_size, _ in self._hidden_dropout_cells(int(step_input.shape[-1])):
+            cell.get_dropout_mask(ops.zeros((batch, input_size), dtype=self.compute_dtype))
         return super().get_dropout_mask(step_input)
 
     def get_recurrent_dropout_mask(self, step_input):
-        """This cell's mask of ``s_{t-1}``; also makes the hidden cell's recurrent mask."""
-        hidden = self._hidden_dropout_cell
-        if hidden is not None:
-            size = (ops.shape(step_input)[0], self._hidden_state_sizes()[0])
-            hidden.get_recurrent_dropout_mask(ops.zeros(size, dtype=self.compute_dtype))
+        """This cell's mask of ``s_{t-1}``; also makes the hidden cells' recurrent masks."""
+        batch = ops.shape(step_input)[0]
+        for cell, _, state_size in self._hidden_dropout_cells(self.input_d or 0):
+            cell.get_recurrent_dropout_mask(
+                ops.zeros((batch, state_size), dtype=self.compute_dtype)
+            )
         return super().get_recurrent_dropout_mask(step_input)
 
     def reset_dropout_mask(self):
         super().reset_dropout_mask()
-        if self._hidden_dropout_cell is not None:
-            self._hidden_dropout_cell.reset_dropout_mask()
+        for cell, _, _ in self._hidden_dropout_cells(self.input_d or 0):
+            cell.reset_dropout_mask()
 
     def reset_recurrent_dropout_mask(self):
         super().reset_recurrent_dropout_mask()
-        if self._hidden_dropout_cell is not None:
-            self._hidden_dropout_cell.reset_recurrent_dropout_mask()
+        for cell, _, _ in self._hidden_dropout_cells(self.input_d or 0):
+            cell.reset_recurrent_dropout_mask()
 
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
@@ -239,16 +240,22 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         if weights.input_kernel is None:  # no kernel: the encoder input is u_t itself
             u = inputs
             if self.hidden_to_memory:
-                hidden = ops.cast(hidden_states[0], inputs.dtype)
+                hidden = ops.cast(self._previous_hidden_output(hidden_states), inputs.dtype)
                 u = ops.concatenate([inputs, hidden], axis=-1)
         else:
             u = lmu_ops.matrix_product(inputs, weights.input_kernel)
             if self.hidden_to_memory:
-                hidden = ops.cast(hidden_states[0], inputs.dtype)
+                hidden = ops.cast(self._previous_hidden_output(hidden_states), inputs.dtype)
                 u = u + lmu_ops.matrix_product(hidden, weights.hidden_kernel)
         if weights.bias is not None:
             u = u + weights.bias
         return u
+
+    def _previous_hidden_output(self, hidden_states):
+        """``h_{t-1}``: the state that holds the hidden component's last output."""
+        if self._hidden_is_rnn_cell:
+            return hidden_states[output_state_index(self.hidden_cell)]
+        return hidden_states[0]
 
     def _hidden_step(self, memory, inputs, hidden_states, training):
         hidden_input = memory
@@ -257,10 +264,11 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         if self.hidden_cell is None:
             return hidden_input, []
         if self._hidden_is_rnn_cell:
-            output, hidden_states = self.hidden_cell(hidden_input, hidden_states, training=training)
-            if not isinstance(hidden_states, (list, tuple)):
-                hidden_states = [hidden_states]
-            return output, list(hidden_states)
+            cell = self.hidden_cell
+            output, hidden_states = cell(
+                hidden_input, nest_states(cell, hidden_states), training=training
+            )
+            return output, flatten_states(hidden_states)
         output = self.hidden_cell(hidden_input, training=training)
         return output, [output]
 

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
+from keras_lmu.hidden_states import flatten_states, nest_states, output_state_index
 from keras_lmu.memory import LegendreMemory
 
 CONV_MODES = ("fft", "raw", "scan")
@@ -426,13 +427,28 @@ class LMUFeedforward(LegendreMemory):
     def _hidden_sequence(self, memory, inputs, training, mask, hidden_states, zero_output_for_mask):
         """Outputs and final hidden states from the whole memory sequence."""
         if self._hidden_is_rnn_cell:
-            self.hidden_rnn.zero_output_for_mask = zero_output_for_mask
+            cell = self.hidden_cell
+            # Keras's loops repeat the first state at masked steps, taking it to be the
+            # previous output; a StackedRNNCells outputs another: hold its outputs here.
+            output_index = output_state_index(cell)
+            hold_outputs = mask is not None and not zero_output_for_mask and output_index != 0
+            self.hidden_rnn.zero_output_for_mask = zero_output_for_mask or hold_outputs
             hidden_input = memory
             if self.input_to_hidden:
                 hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
+            initial_states = hidden_states
+            if hidden_states is not None:
+                initial_states = nest_states(cell, hidden_states)
             output, *states = self.hidden_rnn(
-                hidden_input, initial_state=hidden_states, mask=mask, training=training
+                hidden_input, initial_state=initial_states, mask=mask, training=training
             )
+            states = flatten_states(states)
+            if hold_outputs:
+                if self.return_sequences:
+                    before_any = None if hidden_states is None else hidden_states[output_index]
+                    output = lmu_ops.hold_masked_steps(output, mask, initial=before_any)
+                else:  # the output of the last unmasked step, held in the states
+                    output = states[output_index]
             return output, states
         outputs = self._stateless_hidden(memory, inputs, training)
         last = outputs[:, -1]

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lmu import legendre, validation
+from keras_lmu import hidden_states, legendre, validation
 from keras_lmu import ops as lmu_ops
 
 
@@ -117,11 +117,7 @@ class LegendreMemory(keras.layers.Layer):
                 raise ValueError("input_d must be known to size the output of this LMU")
             return self._hidden_input_size(input_d or 0)
         if self._hidden_is_rnn_cell:
-            size = getattr(cell, "output_size", None)
-            if size is None:
-                size = cell.state_size
-                size = size[0] if isinstance(size, (list, tuple)) else size
-            return int(size)
+            return hidden_states.output_size(cell)
         if hasattr(cell, "units"):
             return int(cell.units)
         if input_d is not None or not self.input_to_hidden:
@@ -138,12 +134,12 @@ class LegendreMemory(keras.layers.Layer):
         return sizes.pop()
 
     def _hidden_state_sizes(self, input_d: int | None = None) -> list[int]:
-        """Sizes of the hidden component's states (its output, for a stateless layer)."""
+        """Sizes of the hidden component's states, flattened (its output, for a stateless
+        layer)."""
         if self.hidden_cell is None:
             return []
         if self._hidden_is_rnn_cell:
-            size = self.hidden_cell.state_size
-            return list(size) if isinstance(size, (list, tuple)) else [size]
+            return hidden_states.state_sizes(self.hidden_cell)
         return [self._hidden_output_size(input_d)]
 
     def _build_hidden(self, input_d: int):

@@ -410,11 +410,11 @@ def last_unmasked_index(mask):
     return ops.transpose(ops.scan(running_max, start, index)[1])
 
 
-def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False):
+def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False, initial=None):
     """Outputs as a Keras RNN gives them under a mask.
 
-    A masked step repeats the output of the last unmasked step before it (zeros
-    when there is none), or is zero when ``zero_output_for_mask``.
+    A masked step repeats the output of the last unmasked step before it (``initial``
+    when there is none, zeros by default), or is zero when ``zero_output_for_mask``.
 
     Parameters
     ----------
@@ -422,12 +422,19 @@ def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False):
         Per-step outputs computed as if nothing were masked, (batch, steps, features).
     mask
         Boolean (batch, steps).
+    zero_output_for_mask : bool
+        Zeros at masked steps instead.
+    initial : optional
+        The output before the first step, (batch, features).
     """
     if zero_output_for_mask:
         return outputs * ops.cast(ops.expand_dims(mask, -1), outputs.dtype)
     source = last_unmasked_index(mask)
     held = ops.take_along_axis(outputs, ops.expand_dims(ops.maximum(source, 0), -1), axis=1)
-    return ops.where(ops.expand_dims(source >= 0, -1), held, ops.zeros_like(held))
+    before_any = ops.zeros_like(held)
+    if initial is not None:
+        before_any = before_any + ops.expand_dims(ops.cast(initial, held.dtype), 1)
+    return ops.where(ops.expand_dims(source >= 0, -1), held, before_any)
 
 
 def causal_convolution_fft(signal, response, fixed_response: bool = False):

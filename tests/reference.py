@@ -58,13 +58,17 @@ def lmu_reference(
 ):
     """Outputs (batch, steps, features) and final memories of an LMU, step by step.
 
-    ``hidden`` is None (output = memory [+ input]), ("dense", W, b) or
-    ("simple_rnn", W, U, b).
+    ``hidden`` is None (output = memory [+ input]), ("dense", W, b),
+    ("simple_rnn", W, U, b) or ("stacked_rnn", [(W, U, b), ...]): simple RNNs, each
+    one's output the next one's input; the last one's output is the LMU's and, with
+    ``hidden_to_memory``, is fed back (``hidden_size`` is its size).
     """
     A_bar, B_bar = discretized(order, theta, discretizer, A, B)
     batch, steps, _ = x.shape
     memory = np.zeros((batch, memory_d, order))
     h = np.zeros((batch, hidden_size))
+    if hidden is not None and hidden[0] == "stacked_rnn":
+        stacked_h = [np.zeros((batch, W.shape[1])) for W, _, _ in hidden[1]]
     outputs = []
     for t in range(steps):
         encoder_input = np.concatenate([x[:, t], h], axis=-1) if hidden_to_memory else x[:, t]
@@ -82,8 +86,12 @@ def lmu_reference(
             out = hidden_input.copy()
         elif hidden[0] == "dense":
             out = hidden_input @ hidden[1] + hidden[2]
-        else:
+        elif hidden[0] == "simple_rnn":
             out = simple_rnn_step(hidden_input, h, *hidden[1:])
+        else:
+            out = hidden_input
+            for i, weights in enumerate(hidden[1]):
+                out = stacked_h[i] = simple_rnn_step(out, stacked_h[i], *weights)
         h = out
         outputs.append(out)
     return np.stack(outputs, axis=1), memory.reshape(batch, -1)

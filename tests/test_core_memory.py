@@ -36,6 +36,11 @@ CASES = [
     ("scan", "euler", 1, "rnn", False, False, True, False, True, True, "AB"),
     ("scan", "zoh", 3, "rnn", False, True, True, True, False, False, None),
     ("scan", "euler", 2, None, False, False, False, False, True, True, None),
+    # a StackedRNNCells as the hidden cell: the last cell's output is fed back
+    ("lmu", "zoh", 2, "stacked", True, True, False, True, True, True, None),
+    ("lmu", "euler", 1, "stacked", False, False, True, False, False, True, None),
+    ("rnn", "zoh", 1, "stacked", True, False, True, False, False, True, "theta"),
+    ("fft", "zoh", 2, "stacked", False, False, True, True, True, True, None),
 ]
 
 
@@ -44,6 +49,9 @@ def make_hidden(kind, dtype):
         return linear_layer(4, dtype)
     if kind == "rnn":
         return ReluRNNCell(4, dtype=dtype)
+    if kind == "stacked":
+        cells = [ReluRNNCell(5, dtype=dtype), ReluRNNCell(4, dtype=dtype)]
+        return keras.layers.StackedRNNCells(cells, dtype=dtype)
     return None
 
 
@@ -107,6 +115,12 @@ def reference_for(layer, x, hidden_kind, **options):
                 for w in (hidden_cell.kernel, hidden_cell.recurrent_kernel, hidden_cell.bias)
             ),
         )
+    elif hidden_kind == "stacked":
+        cells = [
+            [keras.ops.convert_to_numpy(w) for w in (c.kernel, c.recurrent_kernel, c.bias)]
+            for c in hidden_cell.cells
+        ]
+        hidden = ("stacked_rnn", cells)
 
     def value(w):
         return None if w is None else keras.ops.convert_to_numpy(w).astype(np.float64)

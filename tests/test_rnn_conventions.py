@@ -36,6 +36,13 @@ CONFIGS = [
         dict(hidden="rnn", hidden_to_memory=True, memory_to_memory=True),
         keras.layers.RNN,
     ),
+    # nested hidden states: [h1, [h2, h3]], flat in the LMU's states
+    ("parallel-stacked", dict(hidden="stacked", input_to_hidden=True), keras_lmu.LMUFeedforward),
+    (
+        "recurrent-stacked",
+        dict(hidden="stacked", hidden_to_memory=True, memory_to_memory=True),
+        keras.layers.RNN,
+    ),
 ]
 pytestmark = pytest.mark.usefixtures("exact_floatx")
 
@@ -61,9 +68,18 @@ def make_lmu(options, **kwargs):
     hidden_cell = {
         "dense": lambda: linear_layer(3, DTYPE),
         "rnn": lambda: ReluRNNCell(3),
+        "stacked": stacked_cells,
         None: lambda: None,
     }[hidden]()
     return keras_lmu.LMU(2, 5, 7.0, hidden_cell, dtype=DTYPE, **options, **kwargs)
+
+
+def stacked_cells():
+    """Cells stacked two deep, states ``[h1, [h2, h3]]``, output ``h3`` (3 features)."""
+    listed = ReluRNNCell(2)
+    listed.state_size = [2]  # a list, which Keras tracks, as in LSTMCell's [units, units]
+    inner = keras.layers.StackedRNNCells([listed, ReluRNNCell(3)])
+    return keras.layers.StackedRNNCells([ReluRNNCell(4), inner])
 
 
 def build_pair(options, rng, features=2, **kwargs):
@@ -227,14 +243,21 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
 
 @pytest.mark.parametrize("steps", [10, 70])
 @pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
-def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer):
-    """A hidden cell's dropout masks are made before the step-by-step loop and dropped
-    after it, with the LMUCell's own (Keras's RNN does so for its cell): every training
-    call draws new ones (they were cached past the loop: the same masks for every
-    batch, and on JAX a tracer that escaped the loop), and training trains. 70 steps:
-    JAX's loop in ``LMU`` takes several steps per iteration."""
+@pytest.mark.parametrize("stacked", [False, True])
+def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer, stacked):
+    """A hidden cell's dropout masks (or those of the cells of a StackedRNNCells) are
+    made before the step-by-step loop and dropped after it, with the LMUCell's own
+    (Keras's RNN does so for its cell): every training call draws new ones (they were
+    cached past the loop: the same masks for every batch, and on JAX a tracer that
+    escaped the loop), and training trains. 70 steps: JAX's loop in ``LMU`` takes
+    several steps per iteration."""
     x = rng.uniform(-1, 1, (4, steps, 3))
-    cell = keras.layers.SimpleRNNCell(5, dropout=0.5, recurrent_dropout=0.5, dtype=DTYPE)
+    dropout = dict(dropout=0.5, recurrent_dropout=0.5, dtype=DTYPE)
+    cells = [keras.layers.SimpleRNNCell(5, **dropout)]
+    cell = cells[0]
+    if stacked:
+        cells = [keras.layers.SimpleRNNCell(4, **dropout), keras.layers.GRUCell(5, **dropout)]
+        cell = keras.layers.StackedRNNCells(cells, dtype=DTYPE)
     options = dict(hidden_to_memory=True, dtype=DTYPE)
     if layer == "LMU":
         lmu = keras_lmu.LMU(2, 8, 50.0, cell, **options)
@@ -242,7 +265,8 @@ def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer):
         lmu = keras.layers.RNN(keras_lmu.LMUCell(2, 8, 50.0, cell, **options), dtype=DTYPE)
     first, second = (numpy(lmu(x, training=True)) for _ in range(2))
     assert not np.allclose(first, second)
-    assert cell._dropout_mask is None and cell._recurrent_dropout_mask is None
+    for inner in cells:
+        assert inner._dropout_mask is None and inner._recurrent_dropout_mask is None
     assert_close(lmu(x), lmu(x, training=False))
     model = keras.Sequential([keras.Input((steps, 3), dtype=DTYPE), lmu])
     model.compile(optimizer="sgd", loss="mse")

@@ -1,0 +1,72 @@
+"""The states of an LMU's hidden RNN cell, flat in the LMU's state list.
+
+An ``LMUCell``'s states are ``[memory, *hidden_states]``, one tensor each, whatever the
+nesting of the hidden cell's own states (``StackedRNNCells([LSTMCell, LSTMCell])``
+holds ``[[h1, c1], [h2, c2]]``). These functions flatten the hidden cell's states,
+nest them again for the cell, and find its previous output among them (fed back to the
+memory with ``hidden_to_memory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+from keras import tree
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+
+def state_sizes(cell: keras.layers.Layer) -> list[int]:
+    """Sizes of the cell's states, flattened in the order of ``keras.tree.flatten``."""
+    return [int(size) for size in tree.flatten(cell.state_size)]
+
+
+def nest_states(cell: keras.layers.Layer, flat_states: list[Any]) -> list[Any]:
+    """The flat states as the cell takes them: plain lists, nested as ``cell.state_size``."""
+    remaining = iter(flat_states)
+
+    def nest(sizes):
+        if tree.is_nested(sizes):
+            return [nest(size) for size in sizes]
+        return next(remaining)
+
+    nested = nest(cell.state_size)
+    return nested if isinstance(nested, list) else [nested]
+
+
+def flatten_states(states: Any) -> list[Any]:
+    """A cell's returned states (a tensor, or nested lists of them) as a flat list."""
+    return tree.flatten(states)
+
+
+def output_size(cell: keras.layers.Layer) -> int:
+    """Number of features the RNN cell outputs (``output_size``, else its first state's)."""
+    size = getattr(cell, "output_size", None)
+    return int(size) if size is not None else state_sizes(cell)[0]
+
+
+def output_state_index(cell: keras.layers.Layer) -> int:
+    """Index, among the cell's flat states, of the state that equals its output.
+
+    Keras's cells return their output as their first state (``h`` of an LSTM); a
+    ``StackedRNNCells`` outputs its last cell's output.
+    """
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        before_last = sum(len(state_sizes(inner)) for inner in cell.cells[:-1])
+        return before_last + output_state_index(cell.cells[-1])
+    return 0
+
+
+def dropout_cells(
+    cell: keras.layers.Layer | None, input_size: int
+) -> Iterator[tuple[DropoutRNNCell, int, int]]:
+    """``(dropout_cell, input_size, first_state_size)`` for the cells that make dropout
+    masks: ``cell`` itself, or those within a ``StackedRNNCells`` (each one's input is
+    the previous one's output)."""
+    if isinstance(cell, DropoutRNNCell):
+        yield cell, input_size, state_sizes(cell)[0]
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        for inner in cell.cells:
+            yield from dropout_cells(inner, input_size)
+            input_size = output_size(inner)
