@@ -9,7 +9,13 @@ from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_lmu import ops as lmu_ops
-from keras_lmu.hidden_states import dropout_cells, flatten_states, nest_states, output_state_index
+from keras_lmu.hidden_cells import (
+    draws_random_numbers_per_call,
+    dropout_cells,
+    flatten_states,
+    nest_states,
+    output_state_index,
+)
 from keras_lmu.memory import LegendreMemory
 
 
@@ -128,6 +134,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._variables_loaded_by_rnn = False
         self._load_error = None
         self._sequence_weights = None
+        self._hidden_draws_random_numbers = False
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
@@ -148,6 +155,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             raise ValueError(f"{self.name} needs a known number of input features")
         self._build_memory(int(input_d))
         self._build_hidden(int(input_d))
+        self._hidden_draws_random_numbers = draws_random_numbers_per_call(self.hidden_cell)
         self.built = True
 
     @contextlib.contextmanager
@@ -203,6 +211,15 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 
     def call(self, inputs, states, training=False):
+        if training and self._hidden_draws_random_numbers and keras.backend.backend() == "jax":
+            raise ValueError(
+                f"hidden_cell {self.hidden_cell.name!r} draws random numbers when called "
+                "in training (e.g. Dropout or GaussianNoise), which JAX cannot do inside the "
+                "loop over the steps of an LMU run step by step (hidden_to_memory=True, or "
+                "keras.layers.RNN(LMUCell)); use an RNN cell's own dropout (e.g. "
+                "SimpleRNNCell(units, dropout=0.2, recurrent_dropout=0.2)), or apply Dropout "
+                "to the LMU's output"
+            )
         memory, hidden_states = states[0], list(states[1:])
         if training and self.dropout > 0:
             inputs = inputs * self.get_dropout_mask(inputs)

@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
-from keras_lmu.hidden_states import flatten_states, nest_states, output_state_index
+from keras_lmu.hidden_cells import flatten_states, nest_states, output_state_index
 from keras_lmu.memory import LegendreMemory
 
 CONV_MODES = ("fft", "raw", "scan")

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lmu import hidden_states, legendre, validation
+from keras_lmu import hidden_cells, legendre, validation
 from keras_lmu import ops as lmu_ops
 
 
@@ -117,7 +117,7 @@ class LegendreMemory(keras.layers.Layer):
                 raise ValueError("input_d must be known to size the output of this LMU")
             return self._hidden_input_size(input_d or 0)
         if self._hidden_is_rnn_cell:
-            return hidden_states.output_size(cell)
+            return hidden_cells.output_size(cell)
         if hasattr(cell, "units"):
             return int(cell.units)
         if input_d is not None or not self.input_to_hidden:
@@ -139,7 +139,7 @@ class LegendreMemory(keras.layers.Layer):
         if self.hidden_cell is None:
             return []
         if self._hidden_is_rnn_cell:
-            return hidden_states.state_sizes(self.hidden_cell)
+            return hidden_cells.state_sizes(self.hidden_cell)
         return [self._hidden_output_size(input_d)]
 
     def _build_hidden(self, input_d: int):

@@ -218,6 +218,32 @@ def test_a_hidden_cell_given_to_two_lmus_shares_its_weights():
         assert not np.allclose(old, new)
 
 
+@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
+def test_random_hidden_layer_in_the_step_by_step_loop(layer):
+    """A hidden layer that draws random numbers at every step (here a Dropout after a
+    Dense) trains step by step on PyTorch and TensorFlow, with new draws at every call;
+    JAX cannot draw them inside its loop: a clear error in training, and inference
+    (where Dropout does nothing) works."""
+    hidden = keras.Sequential([keras.layers.Dense(3), keras.layers.Dropout(0.5)])
+    options = dict(hidden_to_memory=True)
+    if layer == "LMU":
+        lmu = keras_lmu.LMU(1, 4, 5.0, hidden, return_sequences=True, **options)
+    else:
+        lmu = keras.layers.RNN(
+            keras_lmu.LMUCell(1, 4, 5.0, hidden, **options), return_sequences=True
+        )
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 2)).astype("float32")
+    inference = keras.ops.convert_to_numpy(lmu(x))
+    assert np.all(np.isfinite(inference))
+    if keras.backend.backend() == "jax":
+        with pytest.raises(ValueError, match="hidden_cell .* draws random numbers"):
+            lmu(x, training=True)
+        return
+    first, second = (keras.ops.convert_to_numpy(lmu(x, training=True)) for _ in range(2))
+    assert not np.allclose(first, second)
+    assert np.sum(first == 0) > 0  # dropped units
+
+
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 @pytest.mark.parametrize(
     "form", [dict(conv_mode="fft"), dict(conv_mode="scan"), dict(conv_mode="raw"), "last", "step"]

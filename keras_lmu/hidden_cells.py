@@ -1,10 +1,11 @@
-"""The states of an LMU's hidden RNN cell, flat in the LMU's state list.
+"""What an LMU needs to know of its hidden component (a Keras RNN cell or layer).
 
 An ``LMUCell``'s states are ``[memory, *hidden_states]``, one tensor each, whatever the
 nesting of the hidden cell's own states (``StackedRNNCells([LSTMCell, LSTMCell])``
 holds ``[[h1, c1], [h2, c2]]``). These functions flatten the hidden cell's states,
-nest them again for the cell, and find its previous output among them (fed back to the
-memory with ``hidden_to_memory``).
+nest them again for the cell, find its previous output among them (fed back to the
+memory with ``hidden_to_memory``), and find the cells whose dropout masks are made
+once per sequence and the layers that draw random numbers at every call.
 """
 
 from __future__ import annotations
@@ -70,3 +71,15 @@ def dropout_cells(
         for inner in cell.cells:
             yield from dropout_cells(inner, input_size)
             input_size = output_size(inner)
+
+
+def draws_random_numbers_per_call(layer: keras.layers.Layer | None) -> bool:
+    """Whether the layer (or one within it) draws random numbers when called, as
+    ``Dropout`` does; the dropout masks of a ``DropoutRNNCell``, made once per sequence
+    before the loop over the steps, do not count."""
+    if layer is None:
+        return False
+    for inner in layer._flatten_layers(include_self=True, recursive=True):
+        if inner._seed_generators and not isinstance(inner, DropoutRNNCell):
+            return True
+    return False
