@@ -428,8 +428,9 @@ class LMUFeedforward(LegendreMemory):
         """Outputs and final hidden states from the whole memory sequence."""
         if self._hidden_is_rnn_cell:
             cell = self.hidden_cell
-            # Keras's loops repeat the first state at masked steps, taking it to be the
-            # previous output; a StackedRNNCells outputs another: hold its outputs here.
+            # Keras's JAX loop repeats the first state at masked steps, taking it to be
+            # the previous output; a StackedRNNCells outputs another state (a shape error
+            # there): its outputs are held here, the same way on every backend.
             output_index = output_state_index(cell)
             hold_outputs = mask is not None and not zero_output_for_mask and output_index != 0
             self.hidden_rnn.zero_output_for_mask = zero_output_for_mask or hold_outputs
