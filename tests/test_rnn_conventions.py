@@ -274,6 +274,24 @@ def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer, s
     assert np.all(np.isfinite(losses))
 
 
+def test_stacked_hidden_cells_hold_the_initial_output_at_leading_masked_steps(rng):
+    """In the parallel form, a hidden StackedRNNCells continuing from given states
+    repeats its initial output (its last cell's state) at masked steps before the first
+    unmasked one, as Keras's JAX loop does for one cell, and then continues as if the
+    masked steps were not there."""
+    layer, x, _ = build_pair(dict(hidden="stacked"), rng, return_sequences=True, return_state=True)
+    _, *states = layer(x[:, :5])
+    mask = np.ones(x[:, 5:].shape[:2], bool)
+    mask[:, :3] = False
+    output, *final = layer(x[:, 5:], initial_state=states, mask=mask)
+    initial_output = numpy(states[-1])  # [memory, h1, h2, h3]: h3 is the stack's output
+    assert_close(output[:, :3], np.repeat(initial_output[:, None], 3, axis=1))
+    unmasked, *unmasked_final = layer(x[:, 8:], initial_state=states)
+    assert_close(output[:, 3:], unmasked)
+    for state, expected in zip(final, unmasked_final, strict=True):
+        assert_close(state, expected)
+
+
 def test_masking_layer_is_respected(rng):
     x = rng.uniform(-1, 1, (2, 10, 2))
     x[0, 6:] = 0.0  # padding
