@@ -22,8 +22,10 @@ step-by-step ones in a compiled ``keras.Model.predict``):
 ``recurrent``
     ``keras.layers.RNN(LMUCell(...), return_sequences=True)``: one step at a time.
 ``masked``
-    ``LMU(return_sequences=True)`` called with a mask that keeps every step: under a
-    mask the parallel form computes the memory step by step (``ops.scan``).
+    ``LMU(return_sequences=True)`` called with a mask that keeps every step: the
+    parallel form under a mask, which gathers the unmasked steps (here all of them)
+    and computes their memory with the ``conv_mode`` that ``LMU`` picks (until
+    2026-11-28 it computed the memory step by step, with ``ops.scan``).
 ``fft-theta``, ``scan-theta``, ``last-theta``
     As ``fft``, ``scan`` and ``last`` with ``trainable_theta=True``: the memory is
     discretized and its impulse response (or the scan's powers of ``A_bar``) built in
@@ -45,8 +47,8 @@ the float64 response computed by doubling instead of computing it with
 ``legendre.impulse_response``'s step loop (which takes ~160 s for order 1024 and
 100,000 steps): the two agree to ~1e-13 (reported), far below float32 rounding.
 Skipped, with the reason in the output: ``raw`` when ``steps^2 * order`` exceeds
-``RAW_MAX_WORK`` (a direct convolution of O(steps^2 * order)), ``recurrent`` and
-``masked`` when ``steps * order`` exceeds ``STEP_BY_STEP_MAX_WORK``, and euler below
+``RAW_MAX_WORK`` (a direct convolution of O(steps^2 * order)), ``recurrent`` when
+``steps * order`` exceeds ``STEP_BY_STEP_MAX_WORK``, and euler below
 its stability bound.
 
 Usage::
@@ -293,7 +295,7 @@ def skip_reason(
     """Why ``path`` is not run at this size, or None."""
     if path == "raw" and steps**2 * order > RAW_MAX_WORK:
         return f"raw: steps^2 * order > {RAW_MAX_WORK:.3g} (O(steps^2) direct convolution)"
-    if path in ("recurrent", "masked") and steps * order > step_by_step_max_work:
+    if path == "recurrent" and steps * order > step_by_step_max_work:
         return f"step by step: steps * order > {step_by_step_max_work:.3g}"
     return None
 
@@ -520,7 +522,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--step-by-step-max-work",
         type=int,
         default=STEP_BY_STEP_MAX_WORK,
-        help="largest steps * order run by the recurrent and masked paths",
+        help="largest steps * order run by the recurrent path",
     )
     parser.add_argument(
         "--cache",

@@ -39,6 +39,16 @@ Cases (``--cases``; all but ``m2m-size-theta`` by default):
     step, batch 100 vs 400, each in its own process: peak resident set size.
     For contrast, the same model computing every step (FFT) and slicing the
     last one.
+``masked``
+    padded sequences behind ``keras.layers.Masking`` (each of the batch's
+    sequences is padded after a random length between half and all of the
+    steps), fixed theta: the parallel form under the mask (the unmasked steps
+    gathered together) vs the step-by-step loop that ``LMU`` runs (``lmu-rnn``,
+    which holds the states at masked steps). Reading the last step (memory_d 1,
+    order 128, Dense(128) hidden, 2 classes; input (512, 32), batch 32: the
+    last-memory contraction) and every step (memory_d 4, order 64, no hidden
+    component, mean over the unmasked steps; input (512, 8), batch 16: FFT and
+    scan).
 
 Every timed model is trained with ``model.train_on_batch`` (Adam, mean squared
 error unless said otherwise); the first call (tracing/compiling) is reported
@@ -73,7 +83,16 @@ import time
 import traceback
 
 BACKENDS = ("jax", "tensorflow", "torch")
-CASES = ("m2m-theta", "psmnist-theta", "scan", "conv-mode", "m2m-size", "long", "psmnist-ff")
+CASES = (
+    "m2m-theta",
+    "psmnist-theta",
+    "scan",
+    "conv-mode",
+    "m2m-size",
+    "long",
+    "psmnist-ff",
+    "masked",
+)
 #: Cases run only when named in ``--cases``.
 EXTRA_CASES = ("m2m-size-theta",)
 HERE = os.path.abspath(__file__)
@@ -196,7 +215,8 @@ def make_model(spec: dict, form: str):
             truncate_ir=None,
         )
     inputs = keras.Input((steps, features))
-    outputs = layer(inputs)
+    masked = spec.get("masked", False)
+    outputs = layer(keras.layers.Masking(0.0)(inputs) if masked else inputs)
     head = spec.get("head")
     if head == "pool":  # mean over the steps: the loss reads every step
         outputs = keras.layers.GlobalAveragePooling1D()(outputs)
@@ -211,6 +231,9 @@ def make_model(spec: dict, form: str):
     model.compile(optimizer=keras.optimizers.Adam(), loss=loss)
     rng = np.random.default_rng(spec.get("seed", 0))
     x = rng.standard_normal((batch, steps, features)).astype("float32")
+    if masked:  # each sequence padded with zeros after half to all of the steps
+        lengths = rng.integers(steps // 2, steps + 1, size=batch)
+        x[np.arange(steps) >= lengths[:, None]] = 0.0
     if spec.get("classes"):
         y = rng.integers(0, spec["classes"], size=(batch,)).astype("int32")
     else:
@@ -526,6 +549,19 @@ def case_psmnist_ff(args, report):
             report.add([run_in_subprocess("psmnist-ff", config, spec)])
 
 
+def case_masked(args, report):
+    steps = 128 if args.quick else 512
+    last = {"memory_d": 1, "order": 128, "steps": steps, "batch": 32, "reads": "last step"}
+    spec = dict(last, theta=steps, features=32, hidden=128, classes=2, masked=True)
+    spec["return_sequences"] = False
+    runs = time_forms("masked", last, spec, ["last", "lmu-rnn"], args)
+    report.add(runs, ratios=[("lmu-rnn", "last")])
+    every = {"memory_d": 4, "order": 64, "steps": steps, "batch": 16, "reads": "every step"}
+    spec = dict(every, theta=steps, features=8, head="pool", masked=True, return_sequences=True)
+    runs = time_forms("masked", every, spec, ["fft", "scan", "lmu-rnn"], args)
+    report.add(runs, ratios=[("lmu-rnn", "fft"), ("lmu-rnn", "scan")])
+
+
 def run_in_subprocess(case: str, config: dict, spec: dict) -> dict:
     """Train ``spec`` in a fresh process; its timings and peak resident set size."""
     run = {"case": case, "config": config, "form": spec["form"]}
@@ -778,6 +814,7 @@ def main(argv=None):
         "m2m-size-theta": case_m2m_size_theta,
         "long": case_long,
         "psmnist-ff": case_psmnist_ff,
+        "masked": case_masked,
     }
     # The cases that measure memory in subprocesses go first, while this process is
     # small: on Linux a new process's ru_maxrss starts from its launcher's peak.

@@ -153,6 +153,9 @@ class LMUFeedforward(LegendreMemory):
         size = self._hidden_output_size(input_d)
         return (batch, steps, size) if self.return_sequences else (batch, size)
 
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.return_sequences else None
+
     # -- impulse response -------------------------------------------------------------
 
     @property
@@ -212,7 +215,8 @@ class LMUFeedforward(LegendreMemory):
         mask
             Optional boolean (batch, steps): masked steps leave the state unchanged
             and repeat the previous output (zeros with ``zero_output_for_mask``).
-            The memory is then computed step by step (a mask makes it time-varying).
+            The memory is still computed in parallel, over the unmasked steps
+            gathered together (a masked step holds the memory).
         initial_state
             Optional ``[memory, *hidden_states]`` to continue from; the memory's
             free response ``A_bar^(t+1) m_0`` is added to the parallel result.
@@ -226,13 +230,16 @@ class LMUFeedforward(LegendreMemory):
         encoded = self.encode(inputs)  # the memory's arithmetic is in self.memory_dtype
         initial_memory = None if initial_state is None else initial_state[0]
         hidden_states = None if initial_state is None else list(initial_state[1:])
-        if mask is not None or inputs.shape[1] is None:
+        if inputs.shape[1] is None:
             memory = self._memory_by_recurrence(encoded, initial_memory, mask)
-        elif not self.return_sequences and not self._hidden_is_rnn_cell:
-            final_memory = ops.cast(self._last_memory(encoded, initial_memory), self.compute_dtype)
-            output = self._stateless_hidden(final_memory, inputs[:, -1], training)
-            hidden_states = [output] if self.hidden_cell is not None else []
-            return output, [final_memory] + hidden_states
+        elif (
+            not self.return_sequences
+            and not self._hidden_is_rnn_cell
+            and (mask is None or initial_memory is None)
+        ):
+            return self._last_output(inputs, encoded, initial_memory, mask, training)
+        elif mask is not None:
+            memory = self._masked_memories(encoded, initial_memory, mask)
         else:
             memory = self._all_memories(encoded, initial_memory)
         memory = ops.cast(memory, self.compute_dtype)
@@ -241,6 +248,56 @@ class LMUFeedforward(LegendreMemory):
             memory, inputs, training, mask, hidden_states, zero_output_for_mask
         )
         return output, [final_memory] + hidden_states
+
+    def _last_output(self, inputs, encoded, initial_memory, mask, training):
+        """The output and states of the last step alone, from only the last memory.
+
+        Under a mask (without an initial memory) the unmasked steps are gathered to
+        the end of the sequence, the masked ones zeroed before them: the last memory
+        of that sequence is the masked sequence's, and the output is computed from the
+        input of its last unmasked step (zeros where every step is masked).
+        """
+        last_input = inputs[:, -1]
+        if mask is not None:
+            order = lmu_ops.unmasked_steps_together(mask, at_end=True)
+            steps = lmu_ops.static_size(encoded, 1)
+            unmasked = lmu_ops.unmasked_counts(mask)[:, -1:]  # (batch, 1)
+            gathered = ops.arange(steps, dtype="int32") >= steps - unmasked
+            encoded = ops.where(
+                ops.expand_dims(gathered, -1),
+                lmu_ops.gather_steps(encoded, order),
+                ops.zeros((), encoded.dtype),
+            )
+            last_input = lmu_ops.gather_steps(inputs, order[:, -1:])[:, 0]
+        final_memory = ops.cast(self._last_memory(encoded, initial_memory), self.compute_dtype)
+        output = self._stateless_hidden(final_memory, last_input, training)
+        if mask is not None:
+            output = ops.where(unmasked > 0, output, ops.zeros((), output.dtype))
+        hidden_states = [output] if self.hidden_cell is not None else []
+        return output, [final_memory] + hidden_states
+
+    def _masked_memories(self, encoded, initial_memory, mask):
+        """Every step's memory under a mask, computed in parallel.
+
+        A masked step leaves the memory unchanged, so the memory after step ``t`` is
+        the unmasked memory of the unmasked steps alone (gathered to the front of the
+        sequence, the rest zeroed), after the ``count_t`` of them that come up to
+        ``t``; before the first one it is the initial memory.
+        """
+        steps = lmu_ops.static_size(encoded, 1)
+        counts = lmu_ops.unmasked_counts(mask)
+        gathered = ops.arange(steps, dtype="int32") < counts[:, -1:]
+        encoded = ops.where(
+            ops.expand_dims(gathered, -1),
+            lmu_ops.gather_steps(encoded, lmu_ops.unmasked_steps_together(mask)),
+            ops.zeros((), encoded.dtype),
+        )
+        memory = self._all_memories(encoded, initial_memory)
+        held = lmu_ops.gather_steps(memory, ops.maximum(counts - 1, 0))
+        before_any = ops.zeros((), memory.dtype)
+        if initial_memory is not None:
+            before_any = ops.expand_dims(ops.cast(initial_memory, memory.dtype), 1)
+        return ops.where(ops.expand_dims(counts > 0, -1), held, before_any)
 
     def _free_response(self, initial_memory, steps: int):
         """``s_t = M^(t+1) s_0`` for ``t < steps``: how the initial memory evolves without input."""
@@ -366,8 +423,8 @@ class LMUFeedforward(LegendreMemory):
 
     @lmu_ops.full_float32_precision()
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
-        """Exact step-by-step memory: for masks, and lengths unknown while tracing."""
-        if mask is None and not self._warned_unknown_length:
+        """Exact step-by-step memory, for lengths unknown while tracing."""
+        if not self._warned_unknown_length:
             warnings.warn(
                 f"{self.name}: the sequence length is unknown while tracing, so the "
                 "memory is computed step by step; give the input a fixed length "
@@ -391,8 +448,8 @@ class LMUFeedforward(LegendreMemory):
             return memory, memory
 
         def masked_step(memory, inputs):
-            u, keep = inputs
-            memory = ops.where(keep, update(memory, u), memory)
+            u, keep = inputs[:, :-1], inputs[:, -1:] > 0
+            memory = ops.where(ops.expand_dims(keep, -1), update(memory, u), memory)
             return memory, memory
 
         if initial_memory is None:
@@ -401,12 +458,14 @@ class LMUFeedforward(LegendreMemory):
             initial = ops.reshape(
                 ops.cast(initial_memory, dtype), (batch, self.memory_d, self.order)
             )
-        encoded = ops.transpose(encoded, (1, 0, 2))
         if mask is None:
-            _, memory = ops.scan(step, initial, encoded)
+            _, memory = ops.scan(step, initial, ops.transpose(encoded, (1, 0, 2)))
         else:
-            keep = ops.transpose(ops.cast(mask, "bool"), (1, 0))[:, :, None, None]
-            _, memory = ops.scan(masked_step, initial, (encoded, keep))
+            # The mask as one more feature: Keras's TensorFlow scan fails on several
+            # sequences of unknown length.
+            keep = ops.expand_dims(ops.cast(mask, encoded.dtype), -1)
+            sequence = ops.transpose(ops.concatenate([encoded, keep], axis=-1), (1, 0, 2))
+            _, memory = ops.scan(masked_step, initial, sequence)
         memory = ops.transpose(memory, (1, 0, 2, 3))
         return ops.reshape(memory, (batch, -1, self.memory_d * self.order))
 

@@ -393,21 +393,60 @@ def linear_recurrence(inputs, matrix, powers=None):
     return states
 
 
-def last_unmasked_index(mask):
-    """For each step, the index of the last unmasked step up to it, or -1 if none.
+def unmasked_steps_together(mask, at_end: bool = False):
+    """Step indices that gather each sequence's unmasked steps together, in order.
+
+    A masked step leaves a linear time-invariant memory unchanged, so under a mask the
+    memory after step ``t`` is the unmasked memory of the sequence of unmasked steps
+    alone, after as many of them as there are up to ``t``: gathering them to the front
+    of the sequence makes that sequence, and gathering them to the end makes one whose
+    last memory is the masked sequence's.
+
+    Parameters
+    ----------
+    mask
+        Boolean (batch, steps).
+    at_end : bool
+        Put the unmasked steps after the masked ones instead of before them.
+
+    Returns
+    -------
+    Tensor
+        Integer (batch, steps): ``x[b, order[b, s]]`` is the sequence ``b`` with its
+        unmasked steps first (or last), each group in its original order.
+    """
+    unmasked = ops.cast(mask, "int32")
+    steps = ops.shape(mask)[1]
+    group = unmasked if at_end else 1 - unmasked
+    return ops.argsort(ops.arange(steps, dtype="int32") + steps * group, axis=1)
+
+
+def unmasked_counts(mask):
+    """For each step, how many steps up to and including it are unmasked.
 
     ``mask`` is boolean (batch, steps); returns int32 (batch, steps).
     """
-    mask = ops.transpose(ops.cast(mask, "bool"))  # (steps, batch)
-    steps = ops.shape(mask)[0]
-    index = ops.where(mask, ops.expand_dims(ops.arange(steps, dtype="int32"), 1), -1)
+    return ops.cumsum(ops.cast(mask, "int32"), axis=1)
 
-    def running_max(latest, current):
-        latest = ops.maximum(latest, current)
-        return latest, latest
 
-    start = ops.full_like(index[0], -1)
-    return ops.transpose(ops.scan(running_max, start, index)[1])
+def gather_steps(x, index):
+    """``x[b, index[b, s]]``: the steps ``index`` (batch, steps') of each sequence of ``x``
+    (batch, steps, ...)."""
+    for _ in range(len(x.shape) - 2):
+        index = ops.expand_dims(index, -1)
+    return ops.take_along_axis(x, index, axis=1)
+
+
+def last_unmasked_index(mask):
+    """For each step, the index of the last unmasked step up to it, or -1 if none.
+
+    ``mask`` is boolean (batch, steps); returns int32 (batch, steps). Computed for all
+    steps at once: the ``count``-th unmasked step, where ``count`` unmasked steps come
+    up to ``t``.
+    """
+    counts = unmasked_counts(mask)
+    index = gather_steps(unmasked_steps_together(mask), ops.maximum(counts - 1, 0))
+    return ops.where(counts > 0, ops.cast(index, "int32"), -1)
 
 
 def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False, initial=None):
@@ -428,9 +467,9 @@ def hold_masked_steps(outputs, mask, zero_output_for_mask: bool = False, initial
         The output before the first step, (batch, features).
     """
     if zero_output_for_mask:
-        return outputs * ops.cast(ops.expand_dims(mask, -1), outputs.dtype)
+        return ops.where(ops.expand_dims(mask, -1), outputs, ops.zeros((), outputs.dtype))
     source = last_unmasked_index(mask)
-    held = ops.take_along_axis(outputs, ops.expand_dims(ops.maximum(source, 0), -1), axis=1)
+    held = gather_steps(outputs, ops.maximum(source, 0))
     before_any = ops.zeros_like(held)
     if initial is not None:
         before_any = before_any + ops.expand_dims(ops.cast(initial, held.dtype), 1)

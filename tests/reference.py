@@ -55,8 +55,13 @@ def lmu_reference(
     input_to_hidden=False,
     A=None,
     B=None,
+    mask=None,
 ):
     """Outputs (batch, steps, features) and final memories of an LMU, step by step.
+
+    Under a boolean ``mask`` (batch, steps), a masked step keeps the memory and the
+    hidden states and repeats the previous output (zeros before the first unmasked
+    step); its input is never used.
 
     ``hidden`` is None (output = memory [+ input]), ("dense", W, b),
     ("simple_rnn", W, U, b) or ("stacked_rnn", [(W, U, b), ...]): simple RNNs, each
@@ -70,7 +75,12 @@ def lmu_reference(
     if hidden is not None and hidden[0] == "stacked_rnn":
         stacked_h = [np.zeros((batch, W.shape[1])) for W, _, _ in hidden[1]]
     outputs = []
+    previous_output = None
     for t in range(steps):
+        keep = np.ones((batch, 1), bool) if mask is None else mask[:, t, None]
+        previous_memory = memory.copy()
+        if hidden is not None and hidden[0] == "stacked_rnn":
+            previous_stacked_h = list(stacked_h)
         encoder_input = np.concatenate([x[:, t], h], axis=-1) if hidden_to_memory else x[:, t]
         u = encoder_input @ kernel if kernel is not None else encoder_input.copy()
         if recurrent_kernel is not None:
@@ -92,7 +102,14 @@ def lmu_reference(
             out = hidden_input
             for i, weights in enumerate(hidden[1]):
                 out = stacked_h[i] = simple_rnn_step(out, stacked_h[i], *weights)
-        h = out
+        if previous_output is None:
+            previous_output = np.zeros_like(out)
+        memory = np.where(keep[:, :, None], memory, previous_memory)
+        if hidden is not None and hidden[0] == "stacked_rnn":
+            held = zip(stacked_h, previous_stacked_h, strict=True)
+            stacked_h = [np.where(keep, new, old) for new, old in held]
+        out = np.where(keep, out, previous_output)
+        h = previous_output = out
         outputs.append(out)
     return np.stack(outputs, axis=1), memory.reshape(batch, -1)
 

@@ -96,6 +96,54 @@ def test_unknown_length_inside_a_traced_function_is_exact_and_warns(rng):
     assert_close(actual, layer(x), tolerance=TOLERANCE)
 
 
+def test_unknown_length_under_a_mask_inside_a_traced_function(rng):
+    """A mask and a length unknown while tracing: step by step, holding the memory at
+    masked steps (Keras's TensorFlow scan failed on the mask as a second sequence)."""
+    if BACKEND != "tensorflow":
+        pytest.skip("only TensorFlow traces with an unknown length")
+    import tensorflow as tf
+
+    layer = keras_lmu.LMUFeedforward(1, 5, 8.0, None, return_sequences=True, dtype="float64")
+    x = rng.uniform(-1, 1, (2, 11, 1))
+    mask = rng.uniform(size=(2, 11)) > 0.3
+    layer(x)
+    signature = [tf.TensorSpec((None, None, 1), tf.float64), tf.TensorSpec((None, None), tf.bool)]
+    function = tf.function(lambda x, mask: layer(x, mask=mask), input_signature=signature)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        actual = function(x, mask)
+    assert_close(actual, layer(x, mask=mask), tolerance=TOLERANCE)
+
+
+@pytest.mark.parametrize("layer_class", [keras_lmu.LMU, keras_lmu.LMUFeedforward])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_padded_sequences_of_any_length_with_embedding_masks(rng, layer_class, return_sequences):
+    """Behind ``Embedding(mask_zero=True)`` in a model built for any length: trailing
+    padding changes nothing, the mask goes on to the next layer with the sequence, and
+    no warning says that the mask is dropped. On TensorFlow the second length is traced
+    as unknown (it failed there)."""
+    tokens = rng.integers(1, 20, (6, 12))
+    tokens[:3, 8:] = 0
+    tokens[1, :] = 0
+    inp = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(20, 3, mask_zero=True)(inp)
+    lmu = layer_class(1, 6, 9.0, keras.layers.Dense(4), return_sequences=return_sequences)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        hidden = lmu(embedded)
+    model = keras.Model(inp, hidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unknown length's step by step, on TensorFlow
+        padded = model.predict(tokens, verbose=0)
+        unpadded = model.predict(tokens[:3, :8], verbose=0)
+    if return_sequences:  # the mask reaches the pooling: the mean of the unmasked steps
+        pooled = keras.Model(inp, keras.layers.GlobalAveragePooling1D()(hidden))
+        assert_close(pooled.predict(tokens[:1], verbose=0)[0], padded[0, :8].mean(0), 1e-5)
+        padded = padded[:, :8]
+    assert_close(padded[:3], unpadded, tolerance=1e-5)
+    assert np.all(padded[1] == 0)  # every step masked: zero output
+
+
 def test_last_step_path_matches_full_sequence(rng):
     x = rng.uniform(-1, 1, (3, 30, 2)).astype("float32")
     last = keras_lmu.LMUFeedforward(2, 8, 12.0, keras.layers.Dense(4))

@@ -98,7 +98,7 @@ def randomize(layer, rng):
             weight.assign(rng.uniform(-0.5, 0.5, weight.shape))
 
 
-def reference_for(layer, x, hidden_kind, **options):
+def reference_for(layer, x, hidden_kind, mask=None, **options):
     memory = memory_layer(layer)
     hidden_cell = memory.hidden_cell
     hidden = None
@@ -140,6 +140,7 @@ def reference_for(layer, x, hidden_kind, **options):
         input_to_hidden=options["input_to_hidden"],
         A=value(memory.A),
         B=value(memory.B),
+        mask=mask,
     )
 
 
@@ -189,6 +190,71 @@ def test_matches_reference(
     if not return_sequences:
         expected = expected[:, -1]
     assert_close(layer(x), expected)
+
+
+# conv_mode, memory_d, hidden, memory_to_memory, input_to_hidden, trainable, return_sequences
+MASKED_CASES = [
+    ("fft", 2, "dense", False, True, None, True),
+    ("fft", 1, None, False, False, "theta", False),  # only the last memory, under the mask
+    ("fft", 2, "stacked", False, False, None, True),
+    ("raw", 2, "rnn", True, False, None, False),
+    ("raw", 1, "dense", False, True, "AB", False),
+    ("scan", 2, "dense", True, True, "theta", True),
+    ("scan", 1, "rnn", False, True, None, True),
+]
+
+
+def masked_inputs(rng, input_d, steps=STEPS):
+    """Inputs of 5 sequences and a mask: every step masked, the first 4, none, some
+    at random, and all but the first; NaN at every masked step (never used)."""
+    x = rng.uniform(-1, 1, (5, steps, input_d))
+    mask = rng.uniform(size=(5, steps)) > 0.4
+    mask[0], mask[1, :4], mask[2], mask[4], mask[4, 0] = False, False, True, False, True
+    x[~mask] = np.nan
+    return x, mask
+
+
+@exact
+@pytest.mark.parametrize(
+    "conv_mode, memory_d, hidden_kind, m2m, i2h, trainable, return_sequences", MASKED_CASES
+)
+def test_masked_parallel_form_matches_reference(
+    rng, conv_mode, memory_d, hidden_kind, m2m, i2h, trainable, return_sequences
+):
+    """Under a mask the parallel form computes the memory of the unmasked steps
+    gathered together: the outputs and final states are the reference's, which holds
+    the memory and hidden states at masked steps (where the input is NaN)."""
+    options = dict(
+        memory_d=memory_d,
+        order=5,
+        theta=7.0,
+        discretizer="zoh",
+        hidden_to_memory=False,
+        memory_to_memory=m2m,
+        input_to_hidden=i2h,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        dtype=DTYPE,
+        trainable_theta=trainable == "theta",
+        trainable_A=trainable == "AB",
+        trainable_B=trainable == "AB",
+    )
+    layer = keras_lmu.LMU(
+        hidden_cell=make_hidden(hidden_kind, DTYPE),
+        return_sequences=return_sequences,
+        return_state=True,
+        conv_mode=conv_mode,
+        truncate_ir=None,
+        **options,
+    )
+    x, mask = masked_inputs(rng, 3)
+    layer(np.nan_to_num(x))
+    assert layer.uses_parallel_form()
+    randomize(layer, rng)
+    expected, expected_memory = reference_for(layer, x, hidden_kind, mask=mask, **options)
+    output, memory, *_ = layer(x, mask=mask)
+    assert_close(output, expected if return_sequences else expected[:, -1])
+    assert_close(memory, expected_memory)
 
 
 def match_reference_then_step(form, options, x, y, rng, weights=None):

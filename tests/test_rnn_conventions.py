@@ -203,6 +203,61 @@ def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
     assert_close(last(x, mask=mask), finals)
 
 
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_masked_halves_continue_exactly(rng, name, options, form, return_sequences):
+    """Under a mask, a sequence in two calls, the second from the first's states, gives
+    the states and outputs of one call; a sequence whose second half is masked
+    throughout keeps the states it was given (in the parallel form: the memory before
+    the first unmasked step is the initial one)."""
+    layer, x, _ = build_pair(options, rng, return_sequences=return_sequences, return_state=True)
+    mask = rng.uniform(size=x.shape[:2]) > 0.35
+    mask[:, [0, 9]] = True  # leading masked steps depend on conventions for the initial output
+    mask[0, 9:] = False
+    output, *states = layer(x, mask=mask)
+    first_output, *first_states = layer(x[:, :9], mask=mask[:, :9])
+    second_output, *second_states = layer(x[:, 9:], mask=mask[:, 9:], initial_state=first_states)
+    for state, expected, first in zip(second_states, states, first_states, strict=True):
+        assert_close(state, expected)
+        assert_close(state[0], first[0])
+    if return_sequences:
+        second_output = np.concatenate([numpy(first_output), numpy(second_output)], axis=1)
+    assert_close(numpy(second_output)[1:], numpy(output)[1:])
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("name", ["parallel-dense", "parallel-rnn", "parallel-scan-m2m-theta"])
+def test_masked_parallel_form_trains_as_step_by_step(rng, monkeypatch, name, return_sequences):
+    """Behind a ``Masking`` layer, the parallel form and the step-by-step loop give the
+    same outputs and, after a training step, the same weights."""
+    options = {config: options for config, options, _ in CONFIGS}[name]
+    x = rng.uniform(-1, 1, (4, 12, 2))
+    x[rng.uniform(size=x.shape[:2]) < 0.35] = 0.0
+    x[0, :5] = x[1] = 0.0  # leading masked steps; every step masked
+    y = rng.uniform(-1, 1, (4, 12, 3) if return_sequences else (4, 3))
+    models = []
+    for parallel in (True, False):
+        monkeypatch.setattr(keras_lmu.LMU, "uses_parallel_form", lambda self, p=parallel: p)
+        inp = keras.Input((12, 2), dtype=DTYPE)
+        lmu = make_lmu(options, return_sequences=return_sequences)
+        models.append(keras.Model(inp, lmu(keras.layers.Masking(0.0, dtype=DTYPE)(inp))))
+        models[-1].compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        assert isinstance(lmu.layer, keras_lmu.LMUFeedforward) == parallel
+    for w in models[0].weights:
+        if w.name != "theta_inv":
+            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+    initial = models[0].get_weights()
+    models[1].set_weights(initial)
+    results = []
+    for model in models:
+        outputs = numpy(model(x))
+        model.train_on_batch(x, y)
+        results.append([outputs] + [numpy(w) for w in model.weights])
+    assert not all(map(np.allclose, results[0][1:], initial))  # the step changed weights
+    for parallel, step_by_step in zip(*results, strict=True):
+        assert_close(parallel, step_by_step)
+
+
 @pytest.mark.parametrize(
     "return_sequences, go_backwards, masked",
     [(True, False, False), (False, False, True), (True, True, True), (False, True, False)],
