@@ -42,13 +42,14 @@ Cases (``--cases``; all but ``m2m-size-theta`` by default):
 ``masked``
     padded sequences behind ``keras.layers.Masking`` (each of the batch's
     sequences is padded after a random length between half and all of the
-    steps), fixed theta: the parallel form under the mask (the unmasked steps
-    gathered together) vs the step-by-step loop that ``LMU`` runs (``lmu-rnn``,
-    which holds the states at masked steps). Reading the last step (memory_d 1,
-    order 128, Dense(128) hidden, 2 classes; input (512, 32), batch 32: the
-    last-memory contraction) and every step (memory_d 4, order 64, no hidden
-    component, mean over the unmasked steps; input (512, 8), batch 16: FFT and
-    scan).
+    steps), fixed theta: the parallel form under the mask (padding only, so the
+    memory is computed with the masked inputs zeroed; the unmasked steps gathered
+    to the end where only the last memory is read) vs the step-by-step loop that
+    ``LMU`` runs (``lmu-rnn``, which holds the states at masked steps). Reading
+    the last step (memory_d 1, order 128, Dense(128) hidden, 2 classes; input
+    (512, 32), batch 32: the last-memory contraction) and every step (memory_d 4,
+    order 64, no hidden component, mean over the unmasked steps; input (512, 8),
+    batch 16: FFT and scan).
 
 Every timed model is trained with ``model.train_on_batch`` (Adam, mean squared
 error unless said otherwise); the first call (tracing/compiling) is reported

@@ -215,8 +215,9 @@ class LMUFeedforward(LegendreMemory):
         mask
             Optional boolean (batch, steps): masked steps leave the state unchanged
             and repeat the previous output (zeros with ``zero_output_for_mask``).
-            The memory is still computed in parallel, over the unmasked steps
-            gathered together (a masked step holds the memory).
+            The memory is still computed in parallel: with the masked inputs
+            zeroed where the mask is padding, or over the unmasked steps gathered
+            together (a masked step holds the memory).
         initial_state
             Optional ``[memory, *hidden_states]`` to continue from; the memory's
             free response ``A_bar^(t+1) m_0`` is added to the parallel result.
@@ -239,11 +240,13 @@ class LMUFeedforward(LegendreMemory):
         ):
             return self._last_output(inputs, encoded, initial_memory, mask, training)
         elif mask is not None:
-            memory = self._masked_memories(encoded, initial_memory, mask)
+            memory, final_memory = self._masked_memories(encoded, initial_memory, mask)
         else:
             memory = self._all_memories(encoded, initial_memory)
         memory = ops.cast(memory, self.compute_dtype)
-        final_memory = memory[:, -1]
+        if mask is None or inputs.shape[1] is None:
+            final_memory = memory[:, -1]
+        final_memory = ops.cast(final_memory, self.compute_dtype)
         output, hidden_states = self._hidden_sequence(
             memory, inputs, training, mask, hidden_states, zero_output_for_mask
         )
@@ -277,27 +280,47 @@ class LMUFeedforward(LegendreMemory):
         return output, [final_memory] + hidden_states
 
     def _masked_memories(self, encoded, initial_memory, mask):
-        """Every step's memory under a mask, computed in parallel.
+        """The memory at every unmasked step under a mask, and the final memory,
+        computed in parallel.
 
         A masked step leaves the memory unchanged, so the memory after step ``t`` is
-        the unmasked memory of the unmasked steps alone (gathered to the front of the
-        sequence, the rest zeroed), after the ``count_t`` of them that come up to
-        ``t``; before the first one it is the initial memory.
+        the unmasked memory of the unmasked steps alone, after the ``count_t`` of them
+        that come up to ``t`` (before the first one, the initial memory). Where the
+        unmasked steps of every sequence follow each other (padding before or after
+        them, and no initial memory or no padding before), that is the memory of the
+        sequence with its masked inputs zeroed, at the unmasked steps; otherwise the
+        unmasked steps are gathered to the front of the sequence (the rest zeroed)
+        and every step's memory is gathered back. The memory at masked steps is that
+        of the last unmasked step in the second case and unspecified in the first:
+        the outputs of masked steps are held from the unmasked ones.
         """
         steps = lmu_ops.static_size(encoded, 1)
-        counts = lmu_ops.unmasked_counts(mask)
-        gathered = ops.arange(steps, dtype="int32") < counts[:, -1:]
-        encoded = ops.where(
-            ops.expand_dims(gathered, -1),
-            lmu_ops.gather_steps(encoded, lmu_ops.unmasked_steps_together(mask)),
-            ops.zeros((), encoded.dtype),
+        zero = ops.zeros((), encoded.dtype)
+
+        def in_place():
+            return self._all_memories(
+                ops.where(ops.expand_dims(mask, -1), encoded, zero), initial_memory
+            )
+
+        def gathered():
+            counts = lmu_ops.unmasked_counts(mask)
+            in_front = ops.arange(steps, dtype="int32") < counts[:, -1:]
+            signal = lmu_ops.gather_steps(encoded, lmu_ops.unmasked_steps_together(mask))
+            memory = self._all_memories(
+                ops.where(ops.expand_dims(in_front, -1), signal, zero), initial_memory
+            )
+            return lmu_ops.gather_steps(memory, ops.maximum(counts - 1, 0))
+
+        contiguous = lmu_ops.unmasked_steps_are_contiguous(
+            mask, from_the_start=initial_memory is not None
         )
-        memory = self._all_memories(encoded, initial_memory)
-        held = lmu_ops.gather_steps(memory, ops.maximum(counts - 1, 0))
+        memory = ops.cond(contiguous, in_place, gathered)
+        last = lmu_ops.last_unmasked_index(mask)[:, -1:]  # (batch, 1), -1 if none
+        final_memory = lmu_ops.gather_steps(memory, ops.maximum(last, 0))[:, 0]
         before_any = ops.zeros((), memory.dtype)
         if initial_memory is not None:
-            before_any = ops.expand_dims(ops.cast(initial_memory, memory.dtype), 1)
-        return ops.where(ops.expand_dims(counts > 0, -1), held, before_any)
+            before_any = ops.cast(initial_memory, memory.dtype)
+        return memory, ops.where(last >= 0, final_memory, before_any)
 
     def _free_response(self, initial_memory, steps: int):
         """``s_t = M^(t+1) s_0`` for ``t < steps``: how the initial memory evolves without input."""

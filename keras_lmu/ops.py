@@ -421,6 +421,35 @@ def unmasked_steps_together(mask, at_end: bool = False):
     return ops.argsort(ops.arange(steps, dtype="int32") + steps * group, axis=1)
 
 
+def unmasked_steps_are_contiguous(mask, from_the_start: bool = False):
+    """Whether in every sequence no masked step lies between two unmasked ones.
+
+    Then the memory of a linear time-invariant system that holds its state at masked
+    steps equals, at the unmasked steps, the memory of the sequence with its masked
+    inputs zeroed: zero input before the first unmasked step leaves a zero memory.
+
+    Parameters
+    ----------
+    mask
+        Boolean (batch, steps).
+    from_the_start : bool
+        Also require the first step of every sequence with an unmasked step to be
+        unmasked (a nonzero initial memory would change over masked steps before it).
+
+    Returns
+    -------
+    Tensor
+        A boolean scalar.
+    """
+    unmasked = ops.cast(mask, "int32")
+    starts = ops.maximum(unmasked[:, 1:] - unmasked[:, :-1], 0)
+    runs = unmasked[:, 0] + ops.sum(starts, axis=1)
+    contiguous = ops.all(runs <= 1)
+    if from_the_start:
+        contiguous = ops.logical_and(contiguous, ops.all((unmasked[:, 0] == 1) | (runs == 0)))
+    return contiguous
+
+
 def unmasked_counts(mask):
     """For each step, how many steps up to and including it are unmasked.
 

@@ -204,26 +204,38 @@ MASKED_CASES = [
 ]
 
 
-def masked_inputs(rng, input_d, steps=STEPS):
-    """Inputs of 5 sequences and a mask: every step masked, the first 4, none, some
-    at random, and all but the first; NaN at every masked step (never used)."""
+def masked_inputs(rng, input_d, padding, steps=STEPS):
+    """Inputs of 5 sequences and a mask, NaN at every masked step (never used).
+
+    ``padding="holes"``: every step masked, the first 4, none, some at random, and
+    all but the first; ``"after"`` and ``"before"``: padding after (before) 0, 3, 5
+    and 12 unmasked steps and none.
+    """
     x = rng.uniform(-1, 1, (5, steps, input_d))
-    mask = rng.uniform(size=(5, steps)) > 0.4
-    mask[0], mask[1, :4], mask[2], mask[4], mask[4, 0] = False, False, True, False, True
+    if padding == "holes":
+        mask = rng.uniform(size=(5, steps)) > 0.4
+        mask[0], mask[1, :4], mask[2], mask[4], mask[4, 0] = False, False, True, False, True
+    else:
+        lengths = np.array([0, 3, 5, 12, steps])[:, None]
+        mask = np.arange(steps) < lengths
+        if padding == "before":
+            mask = mask[:, ::-1]
     x[~mask] = np.nan
     return x, mask
 
 
 @exact
+@pytest.mark.parametrize("padding", ["holes", "after", "before"])
 @pytest.mark.parametrize(
     "conv_mode, memory_d, hidden_kind, m2m, i2h, trainable, return_sequences", MASKED_CASES
 )
 def test_masked_parallel_form_matches_reference(
-    rng, conv_mode, memory_d, hidden_kind, m2m, i2h, trainable, return_sequences
+    rng, conv_mode, memory_d, hidden_kind, m2m, i2h, trainable, return_sequences, padding
 ):
     """Under a mask the parallel form computes the memory of the unmasked steps
-    gathered together: the outputs and final states are the reference's, which holds
-    the memory and hidden states at masked steps (where the input is NaN)."""
+    gathered together (with holes in the mask) or of the sequence with its masked
+    inputs zeroed (padding only): the outputs and final states are the reference's,
+    which holds the memory and hidden states at masked steps (where the input is NaN)."""
     options = dict(
         memory_d=memory_d,
         order=5,
@@ -247,7 +259,9 @@ def test_masked_parallel_form_matches_reference(
         truncate_ir=None,
         **options,
     )
-    x, mask = masked_inputs(rng, 3)
+    x, mask = masked_inputs(rng, 3, padding)
+    contiguous = keras_lmu.ops.unmasked_steps_are_contiguous(mask)
+    assert bool(keras.ops.convert_to_numpy(contiguous)) == (padding != "holes")
     layer(np.nan_to_num(x))
     assert layer.uses_parallel_form()
     randomize(layer, rng)
