@@ -231,6 +231,7 @@ class LMUFeedforward(LegendreMemory):
         encoded = self.encode(inputs)  # the memory's arithmetic is in self.memory_dtype
         initial_memory = None if initial_state is None else initial_state[0]
         hidden_states = None if initial_state is None else list(initial_state[1:])
+        final_memory = None
         if inputs.shape[1] is None:
             memory = self._memory_by_recurrence(encoded, initial_memory, mask)
         elif (
@@ -244,7 +245,7 @@ class LMUFeedforward(LegendreMemory):
         else:
             memory = self._all_memories(encoded, initial_memory)
         memory = ops.cast(memory, self.compute_dtype)
-        if mask is None or inputs.shape[1] is None:
+        if final_memory is None:  # the last step's memory, held there under a mask
             final_memory = memory[:, -1]
         final_memory = ops.cast(final_memory, self.compute_dtype)
         output, hidden_states = self._hidden_sequence(
@@ -262,20 +263,13 @@ class LMUFeedforward(LegendreMemory):
         """
         last_input = inputs[:, -1]
         if mask is not None:
-            order = lmu_ops.unmasked_steps_together(mask, at_end=True)
-            steps = lmu_ops.static_size(encoded, 1)
-            unmasked = lmu_ops.unmasked_counts(mask)[:, -1:]  # (batch, 1)
-            gathered = ops.arange(steps, dtype="int32") >= steps - unmasked
-            encoded = ops.where(
-                ops.expand_dims(gathered, -1),
-                lmu_ops.gather_steps(encoded, order),
-                ops.zeros((), encoded.dtype),
-            )
-            last_input = lmu_ops.gather_steps(inputs, order[:, -1:])[:, 0]
+            encoded = lmu_ops.gather_unmasked_steps(encoded, mask, at_end=True)
+            last = lmu_ops.last_unmasked_index(mask)[:, -1:]  # (batch, 1), -1 if none
+            last_input = lmu_ops.gather_steps(inputs, ops.maximum(last, 0))[:, 0]
         final_memory = ops.cast(self._last_memory(encoded, initial_memory), self.compute_dtype)
         output = self._stateless_hidden(final_memory, last_input, training)
         if mask is not None:
-            output = ops.where(unmasked > 0, output, ops.zeros((), output.dtype))
+            output = ops.where(last >= 0, output, ops.zeros((), output.dtype))
         hidden_states = [output] if self.hidden_cell is not None else []
         return output, [final_memory] + hidden_states
 
@@ -294,22 +288,15 @@ class LMUFeedforward(LegendreMemory):
         of the last unmasked step in the second case and unspecified in the first:
         the outputs of masked steps are held from the unmasked ones.
         """
-        steps = lmu_ops.static_size(encoded, 1)
-        zero = ops.zeros((), encoded.dtype)
 
         def in_place():
-            return self._all_memories(
-                ops.where(ops.expand_dims(mask, -1), encoded, zero), initial_memory
-            )
+            zeroed = ops.where(ops.expand_dims(mask, -1), encoded, ops.zeros((), encoded.dtype))
+            return self._all_memories(zeroed, initial_memory)
 
         def gathered():
-            counts = lmu_ops.unmasked_counts(mask)
-            in_front = ops.arange(steps, dtype="int32") < counts[:, -1:]
-            signal = lmu_ops.gather_steps(encoded, lmu_ops.unmasked_steps_together(mask))
-            memory = self._all_memories(
-                ops.where(ops.expand_dims(in_front, -1), signal, zero), initial_memory
-            )
-            return lmu_ops.gather_steps(memory, ops.maximum(counts - 1, 0))
+            signal = lmu_ops.gather_unmasked_steps(encoded, mask)
+            memory = self._all_memories(signal, initial_memory)
+            return lmu_ops.gather_steps(memory, ops.maximum(lmu_ops.unmasked_counts(mask) - 1, 0))
 
         contiguous = lmu_ops.unmasked_steps_are_contiguous(
             mask, from_the_start=initial_memory is not None

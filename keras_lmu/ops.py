@@ -466,6 +466,23 @@ def gather_steps(x, index):
     return ops.take_along_axis(x, index, axis=1)
 
 
+def gather_unmasked_steps(x, mask, at_end: bool = False):
+    """The unmasked steps of each sequence of ``x`` (batch, steps, features) gathered to
+    its front (or end), in order, with zeros in place of the masked steps.
+
+    The masked steps' values never reach the result (NaN there is harmless).
+    """
+    steps = ops.shape(mask)[1]
+    unmasked = unmasked_counts(mask)[:, -1:]  # (batch, 1)
+    position = ops.arange(steps, dtype="int32")
+    gathered = position >= steps - unmasked if at_end else position < unmasked
+    return ops.where(
+        ops.expand_dims(gathered, -1),
+        gather_steps(x, unmasked_steps_together(mask, at_end)),
+        ops.zeros((), x.dtype),
+    )
+
+
 def last_unmasked_index(mask):
     """For each step, the index of the last unmasked step up to it, or -1 if none.
 
