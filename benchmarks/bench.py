@@ -1034,8 +1034,11 @@ LSTM_TARGET = 50.0
 #: in a ``--notes`` file instead.
 CPU_NOTES = [
     "- Step by step on PyTorch (`psmnist-rnn`, `seq-rnn`, and Keras's own `lstm`): "
-    "Keras's PyTorch backend runs the loop over the steps in Python, eagerly, so "
-    "every step's operations (and their gradients) are dispatched one by one.",
+    "PyTorch runs the loop over the steps in Python, eagerly, so every step's "
+    "operations (and their gradients) are dispatched one by one. `LMU` loops over the "
+    "steps itself and calls its cell's `call` directly (`keras_lmu.layer._LMURNN`), "
+    "without the per-step work of Keras's generic loop and of `Layer.__call__`; "
+    "`seq-rnn` is Keras's own `RNN(LMUCell)` loop.",
     '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
     "of keras-lmu's API): it takes an inverse FFT per channel and order over the "
     "whole sequence (131,072 of 1,024 points here), forward and backward, and "

@@ -115,11 +115,20 @@ def matrix_exponential(x):
 def matrix_product(a, b):
     """``a @ b`` for 2-D ``a`` and ``b``, in their dtype.
 
-    ``keras.ops.matmul`` computes float64 tensors in float32 on PyTorch (and on JAX
-    without x64), so other backends multiply by ``einsum``; TensorFlow's ``MatMul``
-    is faster there than its ``einsum``, which matters in the step-by-step loop.
+    ``keras.ops.matmul`` where it is the faster: TensorFlow's ``MatMul`` is faster
+    than its ``einsum``, which matters in the step-by-step loop, and so is PyTorch's
+    ``mm``: its ``einsum`` of two matrices is a batched product (``bmm``) between
+    permutes and reshapes, each a node of the autograd graph: a ``psmnist-rnn``
+    training step took 1,330 ms with ``matmul`` against 2,417-2,472 with ``einsum``
+    (``benchmarks/bench.py --no-peer --backends torch --cases psmnist-rnn``). But
+    ``keras.ops.matmul`` returns float64 products in float32 on PyTorch (Keras's
+    type promotion; so on JAX without x64): float64 is multiplied by ``einsum``
+    there, as on JAX.
     """
-    if keras.config.backend() == "tensorflow":
+    backend = keras.config.backend()
+    if backend == "tensorflow" or (
+        backend == "torch" and keras.backend.standardize_dtype(a.dtype) != "float64"
+    ):
         return ops.matmul(a, b)
     return ops.einsum("ij,jk->ik", a, b)
 
