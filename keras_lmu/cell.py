@@ -135,6 +135,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._load_error = None
         self._sequence_weights = None
         self._hidden_draws_random_numbers = False
+        self._random_state_carried = False
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
@@ -171,6 +172,17 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             yield
         finally:
             object.__setattr__(self, "_sequence_weights", None)
+
+    @contextlib.contextmanager
+    def random_state_carried(self):
+        """Within this context, the loop over the steps carries the random state of the
+        hidden layers that draw random numbers (``LMU``'s loop on JAX), so that they
+        may draw them in training."""
+        object.__setattr__(self, "_random_state_carried", True)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_random_state_carried", False)
 
     # Keras's RNN makes its cell's dropout masks before the loop over the steps and drops
     # them after it. The hidden cell's masks (or those of the cells in a hidden
@@ -211,14 +223,19 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
 
     def call(self, inputs, states, training=False):
-        if training and self._hidden_draws_random_numbers and keras.backend.backend() == "jax":
+        if (
+            training
+            and self._hidden_draws_random_numbers
+            and keras.backend.backend() == "jax"
+            and not self._random_state_carried
+        ):
             raise ValueError(
                 f"hidden_cell {self.hidden_cell.name!r} draws random numbers when called "
                 "in training (e.g. Dropout or GaussianNoise), which JAX cannot do inside the "
-                "loop over the steps of an LMU run step by step (hidden_to_memory=True, or "
-                "keras.layers.RNN(LMUCell)); use an RNN cell's own dropout (e.g. "
+                "loop over the steps of keras.layers.RNN(LMUCell); use keras_lmu.LMU, whose "
+                "loop carries the random state, an RNN cell's own dropout (e.g. "
                 "SimpleRNNCell(units, dropout=0.2, recurrent_dropout=0.2)), or apply Dropout "
-                "to the LMU's output"
+                "to the output"
             )
         memory, hidden_states = states[0], list(states[1:])
         if training and self.dropout > 0:

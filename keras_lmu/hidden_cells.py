@@ -73,13 +73,22 @@ def dropout_cells(
             input_size = output_size(inner)
 
 
-def draws_random_numbers_per_call(layer: keras.layers.Layer | None) -> bool:
-    """Whether the layer (or one within it) draws random numbers when called, as
-    ``Dropout`` does; the dropout masks of a ``DropoutRNNCell``, made once per sequence
-    before the loop over the steps, do not count."""
+def per_call_seed_generators(layer: keras.layers.Layer | None) -> list:
+    """The seed generators of the layers within ``layer`` (itself included) that draw
+    random numbers when called, as ``Dropout`` does; those of a ``DropoutRNNCell``,
+    whose dropout masks are made once per sequence before the loop over the steps, do
+    not count."""
     if layer is None:
-        return False
-    for inner in layer._flatten_layers(include_self=True, recursive=True):
-        if inner._seed_generators and not isinstance(inner, DropoutRNNCell):
-            return True
-    return False
+        return []
+    return [
+        generator
+        for inner in layer._flatten_layers(include_self=True, recursive=True)
+        if not isinstance(inner, DropoutRNNCell)
+        for generator in inner._seed_generators
+    ]
+
+
+def draws_random_numbers_per_call(layer: keras.layers.Layer | None) -> bool:
+    """Whether the layer (or one within it) draws random numbers when called
+    (:func:`per_call_seed_generators`)."""
+    return bool(per_call_seed_generators(layer))

@@ -8,11 +8,13 @@ import weakref
 import keras
 from keras import ops
 from keras.src import backend as keras_backend
+from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.utils import tracking
 
 from keras_lmu import validation
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
+from keras_lmu.hidden_cells import per_call_seed_generators
 from keras_lmu.memory import LegendreMemory, assign_saved_variables
 
 # The rules below come from training-step times measured on a 2-core CPU with
@@ -455,15 +457,17 @@ class _LMURNN(keras.layers.RNN):
         # at every step would accumulate).
         initial_state = [ops.cast(initial_state[0], cell.memory_dtype), *initial_state[1:]]
         call_cell = self._cell_call()
+        random_state = self._random_state_variables(training)
         if mask is None:
-            if self._steps_per_iteration(sequences) == 1 and not self._runs_eagerly():
+            keras_loop = self._steps_per_iteration(sequences) == 1 and not self._runs_eagerly()
+            if keras_loop and not random_state:
                 return super().inner_loop(sequences, initial_state, None, training=training)
 
             def step(inputs, states):
                 output, new_states = call_cell(inputs, states, training=training)
                 return output, list(new_states)
 
-            return self._loop(step, sequences, initial_state)
+            return self._loop_carrying(random_state, step, sequences, initial_state)
         keep = ops.cast(ops.expand_dims(mask, -1), sequences.dtype)
         batch = ops.shape(sequences)[0]
         no_output = ops.zeros((batch, cell.output_size), dtype=cell.compute_dtype)
@@ -479,10 +483,49 @@ class _LMURNN(keras.layers.RNN):
             shown = ops.where(keep, output, no_output) if self.zero_output_for_mask else held
             return shown, new_states + [held]
 
-        _, outputs, states = self._loop(
-            step, ops.concatenate([sequences, keep], axis=-1), list(initial_state) + [no_output]
+        _, outputs, states = self._loop_carrying(
+            random_state,
+            step,
+            ops.concatenate([sequences, keep], axis=-1),
+            list(initial_state) + [no_output],
         )
         return states[-1], outputs, states[:-1]
+
+    def _random_state_variables(self, training) -> list:
+        """On JAX in training, the states of the seed generators of the hidden layers that
+        draw random numbers at every step (e.g. ``Dropout``), which the loop carries:
+        a variable cannot be assigned inside JAX's loop."""
+        if keras.backend.backend() != "jax" or not training:
+            return []
+        return [generator.state for generator in per_call_seed_generators(self.cell.hidden_cell)]
+
+    def _loop_carrying(self, variables, step, sequences, initial_state):
+        """``_loop``, with ``variables`` (seed states) carried through the loop as extra
+        states: each step reads and assigns them in a ``keras.StatelessScope`` that holds
+        the carried values (on top of the enclosing scope's, as in a training step), and
+        the variables are assigned their last values after the loop."""
+        if not variables:
+            return self._loop(step, sequences, initial_state)
+        count = len(variables)
+
+        def carrying_step(inputs, states):
+            states, carried = states[:-count], states[-count:]
+            scope = keras.StatelessScope(initialize_variables=False)
+            enclosing = get_stateless_scope()
+            if enclosing is not None:
+                scope.state_mapping.update(enclosing.state_mapping)
+            scope.state_mapping.update(
+                {id(variable): value for variable, value in zip(variables, carried, strict=True)}
+            )
+            with scope, self.cell.random_state_carried():
+                output, new_states = step(inputs, states)
+            return output, list(new_states) + [scope.get_current_value(v) for v in variables]
+
+        initial_state = list(initial_state) + [variable.value for variable in variables]
+        last_output, outputs, states = self._loop(carrying_step, sequences, initial_state)
+        for variable, value in zip(variables, states[-count:], strict=True):
+            variable.assign(value)
+        return last_output, outputs, states[:-count]
 
     def _runs_eagerly(self) -> bool:
         """Whether the loop over the steps runs in Python, one operation at a time

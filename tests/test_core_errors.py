@@ -221,9 +221,10 @@ def test_a_hidden_cell_given_to_two_lmus_shares_its_weights():
 @pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
 def test_random_hidden_layer_in_the_step_by_step_loop(layer):
     """A hidden layer that draws random numbers at every step (here a Dropout after a
-    Dense) trains step by step on PyTorch and TensorFlow, with new draws at every call;
-    JAX cannot draw them inside its loop: a clear error in training, and inference
-    (where Dropout does nothing) works."""
+    Dense) trains step by step, with new draws at every step and call. JAX cannot assign
+    a variable (the seed's state) inside its loop: ``LMU``'s loop carries the state;
+    Keras's (``RNN(LMUCell)``) cannot, which is a clear error in training there, and
+    inference (where Dropout does nothing) works."""
     hidden = keras.Sequential([keras.layers.Dense(3), keras.layers.Dropout(0.5)])
     options = dict(hidden_to_memory=True)
     if layer == "LMU":
@@ -235,13 +236,44 @@ def test_random_hidden_layer_in_the_step_by_step_loop(layer):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 6, 2)).astype("float32")
     inference = keras.ops.convert_to_numpy(lmu(x))
     assert np.all(np.isfinite(inference))
-    if keras.backend.backend() == "jax":
+    if keras.backend.backend() == "jax" and layer != "LMU":
         with pytest.raises(ValueError, match="hidden_cell .* draws random numbers"):
             lmu(x, training=True)
         return
     first, second = (keras.ops.convert_to_numpy(lmu(x, training=True)) for _ in range(2))
     assert not np.allclose(first, second)
-    assert np.sum(first == 0) > 0  # dropped units
+    dropped = first == 0
+    assert np.sum(dropped) > 0
+    assert len({tuple(step) for step in dropped.reshape(-1, 3)}) > 1  # new draws per step
+
+
+@pytest.mark.parametrize("steps", [6, 70])  # one step, or several, per iteration on JAX
+@pytest.mark.parametrize("masked", [False, True])
+def test_random_hidden_layer_trains_in_a_compiled_step(steps, masked):
+    """In ``fit`` (compiled on JAX and TensorFlow) a Dropout inside the hidden layer of
+    an ``LMU`` run step by step draws at every step (the cell runs at masked steps too;
+    their results are dropped): its seed advances by at least one per step and batch
+    (TensorFlow's loop also runs one step ahead of it to learn its output's shape),
+    and the weights train."""
+    dropout = keras.layers.Dropout(0.5, seed=1)
+    hidden = keras.Sequential([keras.layers.Dense(3), dropout])
+    inputs = keras.Input((steps, 2))
+    lmu = keras_lmu.LMU(1, 4, 5.0, hidden, hidden_to_memory=True)
+    masking = keras.layers.Masking(0.0)(inputs) if masked else inputs
+    model = keras.Model(inputs, keras.layers.Dense(1)(lmu(masking)))
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 0.2, (4, steps, 2)).astype("float32")
+    if masked:
+        x[:, -2:] = 0.0  # masked steps, whose hidden layer does not run
+    y = rng.uniform(-1, 1, (4, 1)).astype("float32")
+    seed = keras.ops.convert_to_numpy(dropout.seed_generator.state)
+    weights = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    after = keras.ops.convert_to_numpy(dropout.seed_generator.state)
+    assert after[1] - seed[1] >= 2 * steps
+    assert not all(np.allclose(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
 
 
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
