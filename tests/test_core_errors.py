@@ -256,7 +256,9 @@ def test_random_hidden_layer_trains_in_a_compiled_step(steps, masked):
     (TensorFlow's loop also runs one step ahead of it to learn its output's shape),
     and the weights train."""
     dropout = keras.layers.Dropout(0.5, seed=1)
-    hidden = keras.Sequential([keras.layers.Dense(3), dropout])
+    # tanh bounds the feedback (a linear Dense fed back through the memory can grow
+    # without bound over 70 steps)
+    hidden = keras.Sequential([keras.layers.Dense(3, activation="tanh"), dropout])
     inputs = keras.Input((steps, 2))
     lmu = keras_lmu.LMU(1, 4, 5.0, hidden, hidden_to_memory=True)
     masking = keras.layers.Masking(0.0)(inputs) if masked else inputs
