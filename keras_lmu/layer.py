@@ -627,14 +627,14 @@ class _LMURNN(keras.layers.RNN):
         against 2,079-2,087.
         """
         states = list(initial_state)
-        outputs = []
+        outputs = []  # every step's output only if returned (inference keeps no others)
         for inputs in ops.unstack(sequences, axis=1):  # at least one step (validated)
             output, states = step(inputs, states)
-            outputs.append(output)
-        last_output = outputs[-1]
+            if self.return_sequences:
+                outputs.append(output)
         if not self.return_sequences:
-            return last_output, ops.expand_dims(last_output, 1), states
-        return last_output, ops.stack(outputs, axis=1), states
+            return output, ops.expand_dims(output, 1), states
+        return output, ops.stack(outputs, axis=1), states
 
     def load_own_variables(self, store):
         # Visited before the cell at every load: the cell's record of the last one is reset.

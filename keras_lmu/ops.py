@@ -121,9 +121,9 @@ def matrix_product(a, b):
     permutes and reshapes, each a node of the autograd graph: a ``psmnist-rnn``
     training step took 1,330 ms with ``matmul`` against 2,417-2,472 with ``einsum``
     (``benchmarks/bench.py --no-peer --backends torch --cases psmnist-rnn``). But
-    ``keras.ops.matmul`` returns float64 products in float32 on PyTorch (Keras's
-    type promotion; so on JAX without x64): float64 is multiplied by ``einsum``
-    there, as on JAX.
+    on PyTorch ``keras.ops.matmul`` returns the product of float64 tensors in
+    float32 (Keras's type promotion), so float64 is multiplied by ``einsum`` there,
+    as on JAX.
     """
     backend = keras.config.backend()
     if backend == "tensorflow" or (
