@@ -1,0 +1,108 @@
+"""Forms of the recurrent memory step, timed in a bare TensorFlow loop (``seq-rnn``'s sizes).
+
+``keras.layers.RNN(LMUCell)`` (the ``seq-rnn`` case of ``bench.py``) is at parity with
+keras-lmu 0.9 on TensorFlow. This script times a training step (forward and gradient)
+of a plain ``tf.while_loop`` over 512 steps of 32 memories of order 256 in batches of
+16, with the step written in these forms:
+
+- ``separate`` (this library's): ``m + (m (A_bar - I)^T + B_bar u)``, with
+  ``A_bar - I`` rounded from float64 on its own (``keras_lmu.ops.memory_step``; see
+  ``LegendreMemory.step_weights`` for the accuracy it keeps);
+- ``rounded``: ``m A_bar^T + B_bar u``, one addition fewer, with ``A_bar`` rounded to
+  float32 (its small difference from ``I`` loses digits that compound over the steps);
+- ``written-gradient``: ``separate`` with its gradient written out
+  (``tf.custom_gradient``), which keeps no step's memory for the backward pass.
+
+Usage: ``python benchmarks/step_forms.py [--repeats 9]``. Prints the median and range
+of each form's step (ms), the forms alternating. Not a test: timings only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_lmu import legendre  # noqa: E402
+
+BATCH, MEMORY_D, ORDER, STEPS, THETA = 16, 32, 256, 512, 784
+
+
+def make_forms():
+    """The step ``(m, u) -> m'`` in each form, for m (batch, memory_d, order)."""
+    A_bar, B_bar = legendre.discrete_system(ORDER, THETA, "zoh")
+    transition = np.asarray((A_bar - np.eye(ORDER)).T, np.float32)
+    A_bar_T = np.asarray(A_bar.T, np.float32)
+    B_row = np.asarray(B_bar, np.float32).reshape(1, ORDER)
+
+    def drive(u):
+        return tf.reshape(tf.matmul(tf.reshape(u, (-1, 1)), B_row), (BATCH, MEMORY_D, ORDER))
+
+    def separate(m, u):
+        return m + (tf.einsum("bdj,ji->bdi", m, transition) + drive(u))
+
+    def rounded(m, u):
+        return tf.einsum("bdj,ji->bdi", m, A_bar_T) + drive(u)
+
+    @tf.custom_gradient
+    def written_gradient(m, u):
+        def gradient(upstream):
+            grad_m = upstream + tf.einsum("bdi,ji->bdj", upstream, transition)
+            grad_u = tf.einsum("bdi,i->bd", upstream, B_row[0])
+            return grad_m, grad_u
+
+        return separate(m, u), gradient
+
+    return {"separate": separate, "rounded": rounded, "written-gradient": written_gradient}
+
+
+def training_step(step, x, kernel, weights):
+    """A ``tf.function``: the loop over the steps, a loss, its gradient for ``kernel``."""
+
+    @tf.function
+    def run():
+        with tf.GradientTape() as tape:
+
+            def body(t, m):
+                return t + 1, step(m, tf.matmul(x[t], kernel))
+
+            initial = tf.zeros((BATCH, MEMORY_D, ORDER))
+            _, m = tf.while_loop(lambda t, m: t < STEPS, body, (0, initial))
+            loss = tf.reduce_sum(m * weights)
+        return tape.gradient(loss, kernel)
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((STEPS, BATCH, MEMORY_D)), tf.float32)
+    kernel = tf.Variable(rng.standard_normal((MEMORY_D, MEMORY_D)).astype(np.float32) * 0.1)
+    weights = tf.constant(rng.standard_normal((BATCH, MEMORY_D, ORDER)), tf.float32)
+    steps = {name: training_step(f, x, kernel, weights) for name, f in make_forms().items()}
+    gradients = {name: run().numpy() for name, run in steps.items()}  # traced, warmed up
+    reference = gradients["separate"]
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, run in steps.items():
+            start = time.perf_counter()
+            run().numpy()
+            times[name].append(1000 * (time.perf_counter() - start))
+    for name, values in times.items():
+        difference = np.max(np.abs(gradients[name] - reference)) / np.max(np.abs(reference))
+        print(
+            f"{name:17s} {np.median(values):7.1f} ms [{min(values):.0f}-{max(values):.0f}]"
+            f"  gradient vs separate: {difference:.1e} (relative)"
+        )
+
+
+if __name__ == "__main__":
+    main()
