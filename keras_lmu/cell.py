@@ -267,7 +267,13 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
                     self.get_recurrent_dropout_mask(memory), self.memory_dtype
                 )
             u = u + lmu_ops.matrix_product(memory_input, weights.recurrent_kernel)
-        return lmu_ops.memory_step(memory, u, weights.transition, weights.B_bar)
+        return lmu_ops.memory_step(
+            memory,
+            u,
+            weights.transition,
+            weights.B_bar,
+            fixed_system=not self.has_trainable_system,
+        )
 
     def _memory_input(self, inputs, hidden_states, weights):
         """``u_t`` without the memory_to_memory term, from inputs in the memory dtype."""

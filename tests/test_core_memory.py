@@ -319,6 +319,62 @@ def test_step_by_step_memories_in_either_layout_match_reference(rng, monkeypatch
 
 
 @exact
+@pytest.mark.parametrize("memory_d", [1, 3])
+@pytest.mark.parametrize("batched", [True, False])
+def test_written_step_gradient_matches_reference(rng, monkeypatch, memory_d, batched):
+    """``memory_step_gradient``: ``dL/dm_{t-1} = g (I + transition^T)`` and
+    ``dL/du_t = g B_bar`` per memory, against NumPy, in either layout."""
+    monkeypatch.setattr(keras_lmu.ops, "stacks_memories_in_batches", lambda: batched)
+    order = 5
+    transition = rng.normal(size=(order, order))
+    B_bar = rng.normal(size=order)
+    upstream = rng.normal(size=(4, memory_d * order))
+    grad_memory, grad_u = keras_lmu.ops.memory_step_gradient(
+        *(keras.ops.convert_to_tensor(v, DTYPE) for v in (upstream, transition, B_bar))
+    )
+    per_memory = upstream.reshape(4, memory_d, order)
+    expected_memory = (per_memory + per_memory @ transition.T).reshape(4, -1)
+    assert_close(keras.ops.convert_to_numpy(grad_memory), expected_memory)
+    assert_close(keras.ops.convert_to_numpy(grad_u), per_memory @ B_bar)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's gradient only")
+@exact
+@pytest.mark.parametrize("memory_d", [1, 3])
+@pytest.mark.parametrize("batched", [True, False])
+def test_fixed_system_step_has_tensorflows_gradient(rng, monkeypatch, memory_d, batched):
+    """On TensorFlow a step of a fixed system is differentiated by its written-out
+    gradient: the same gradients as TensorFlow's own, through a nonlinear loss."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(keras_lmu.ops, "stacks_memories_in_batches", lambda: batched)
+    order = 5
+    memory = tf.constant(rng.normal(size=(4, memory_d * order)), DTYPE)
+    u = tf.constant(rng.normal(size=(4, memory_d)), DTYPE)
+    transition = tf.constant(rng.normal(size=(order, order)) * 0.1, DTYPE)
+    B_bar = tf.constant(rng.normal(size=order), DTYPE)
+    written_calls = []
+    written = keras_lmu.ops.memory_step_gradient
+
+    def counted(*args):
+        written_calls.append(1)
+        return written(*args)
+
+    monkeypatch.setattr(keras_lmu.ops, "memory_step_gradient", counted)
+    gradients = []
+    for fixed_system in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch([memory, u])
+            out = keras_lmu.ops.memory_step(memory, u, transition, B_bar, fixed_system)
+            loss = tf.reduce_sum(tf.sin(out) * out)
+        gradients.append([g.numpy() for g in tape.gradient(loss, [memory, u])])
+        gradients[-1].append(out.numpy())
+    assert len(written_calls) == 1, "only the fixed system's step has the written gradient"
+    for with_written, automatic in zip(*gradients, strict=True):
+        assert_close(with_written, automatic)
+
+
+@exact
 def test_fft_in_pieces_matches_reference(rng, monkeypatch):
     """The FFT convolution computed in pieces (one order, blocks of orders, groups of
     channels) gives the reference's memories, and one training step with a trainable
