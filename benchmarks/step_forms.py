@@ -5,13 +5,16 @@ keras-lmu 0.9 on TensorFlow. This script times a training step (forward and grad
 of a plain ``tf.while_loop`` over 512 steps of 32 memories of order 256 in batches of
 16, with the step written in these forms:
 
-- ``separate`` (this library's): ``m + (m (A_bar - I)^T + B_bar u)``, with
-  ``A_bar - I`` rounded from float64 on its own (``keras_lmu.ops.memory_step``; see
-  ``LegendreMemory.step_weights`` for the accuracy it keeps);
+- ``separate`` (this library's arithmetic): ``m + (m (A_bar - I)^T + B_bar u)``,
+  with ``A_bar - I`` rounded from float64 on its own (``keras_lmu.ops.memory_step``;
+  see ``LegendreMemory.step_weights`` for the accuracy it keeps), differentiated by
+  TensorFlow;
 - ``rounded``: ``m A_bar^T + B_bar u``, one addition fewer, with ``A_bar`` rounded to
   float32 (its small difference from ``I`` loses digits that compound over the steps);
 - ``written-gradient``: ``separate`` with its gradient written out
-  (``tf.custom_gradient``), which keeps no step's memory for the backward pass.
+  (``tf.custom_gradient``), which keeps no step's memory for the backward pass: what
+  this library runs on TensorFlow for a fixed memory
+  (``keras_lmu.ops.memory_step_gradient``).
 
 Usage: ``python benchmarks/step_forms.py [--repeats 9]``. Prints the median and range
 of each form's step (ms), the forms alternating. Not a test: timings only.
