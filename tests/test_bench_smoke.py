@@ -152,3 +152,17 @@ def test_memory_and_piece_scripts_run():
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "joined: train" in done.stdout and "2**17: train" in done.stdout
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow script")
+def test_step_forms_script_runs_and_its_forms_agree():
+    """``step_forms.py`` times its three forms of the recurrent step, whose gradients
+    agree: the written-out gradient with TensorFlow's to float32 rounding."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "step_forms.py"), "--repeats", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = r"^(\S+) .* ms .*gradient vs separate: (\S+) "
+    differences = dict(re.findall(line, done.stdout, re.M))
+    assert set(differences) == {"separate", "rounded", "written-gradient"}, done.stdout
+    assert float(differences["written-gradient"]) < 1e-5
+    assert float(differences["rounded"]) < 1e-3
