@@ -204,7 +204,7 @@ def memory_step(memory, u, transition, B_bar, fixed_system: bool = False):
         Whether ``transition`` and ``B_bar`` are constants (no gradient flows to
         them). On TensorFlow the step then has its gradient written out
         (:func:`memory_step_gradient`), which needs neither ``m_{t-1}`` nor ``u_t``:
-        TensorFlow's own gradient of a matrix product also computes the product's
+        TensorFlow's own gradient of a matrix product includes the product's
         gradient with respect to the constant, for which the loop over the steps
         keeps every step's memory (batch * memory_d * order values a step). For
         ``seq-rnn`` (``keras.layers.RNN(LMUCell(32, 256, 784, None))``, 512 steps,
