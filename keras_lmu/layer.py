@@ -100,7 +100,11 @@ DIRECT_CONVOLUTION_MAX_STEPS = {"tensorflow": 128, "jax": 64, "torch": 0}
 #: 512 steps: 1.02x; memory_d 32, order 256, no hidden cell, batch 16, 512 steps:
 #: 0.79x; order 16 and 32 units, batch 32: 12-17 ms either way. TensorFlow's
 #: ``tf.while_loop`` was no faster with 8 (0.83x and 1.03x in two runs of
-#: ``psmnist-rnn``), and PyTorch runs the loop in Python: 1 there.
+#: ``psmnist-rnn``), and PyTorch runs the loop in Python: 1 there. On a 2-core Intel
+#: Xeon with AVX-512, ``psmnist-rnn`` on JAX took 442 and 450 ms with 8 steps per
+#: iteration, 730 and 750 with 1, 467 and 483 with 4, 424 and 438 with 16 (whose first
+#: step took 3.0 s against 2.3) (``bench.py --no-peer --backends jax --cases
+#: psmnist-rnn --budget 5 --repeats 6``, this value patched, two rounds of the four).
 LOOP_STEPS_PER_ITERATION = {"jax": 8}
 GROUPED_LOOP_MIN_STEPS = 64
 
