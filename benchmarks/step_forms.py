@@ -5,16 +5,16 @@ keras-lmu 0.9 on TensorFlow. This script times a training step (forward and grad
 of a plain ``tf.while_loop`` over 512 steps of 32 memories of order 256 in batches of
 16, with the step written in these forms:
 
-- ``separate`` (this library's arithmetic): ``m + (m (A_bar - I)^T + B_bar u)``,
-  with ``A_bar - I`` rounded from float64 on its own (``keras_lmu.ops.memory_step``;
-  see ``LegendreMemory.step_weights`` for the accuracy it keeps), differentiated by
+- ``separate``: this library's step, ``m + (m (A_bar - I)^T + B_bar u)`` with
+  ``A_bar - I`` rounded from float64 on its own (``keras_lmu.ops.memory_step``; see
+  ``LegendreMemory.step_weights`` for the accuracy it keeps), differentiated by
   TensorFlow;
 - ``rounded``: ``m A_bar^T + B_bar u``, one addition fewer, with ``A_bar`` rounded to
   float32 (its small difference from ``I`` loses digits that compound over the steps);
-- ``written-gradient``: ``separate`` with its gradient written out
-  (``tf.custom_gradient``), which keeps no step's memory for the backward pass: what
-  this library runs on TensorFlow for a fixed memory
-  (``keras_lmu.ops.memory_step_gradient``).
+- ``written-gradient``: this library's step with its gradient written out
+  (``memory_step(..., fixed_system=True)``, ``keras_lmu.ops.memory_step_gradient``),
+  which keeps no step's memory for the backward pass: what ``LMUCell`` runs on
+  TensorFlow for a fixed memory.
 
 Usage: ``python benchmarks/step_forms.py [--repeats 9]``. Prints the median and range
 of each form's step (ms), the forms alternating. Not a test: timings only.
@@ -27,39 +27,35 @@ import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_lmu import legendre  # noqa: E402
+from keras_lmu import ops as lmu_ops  # noqa: E402
 
 BATCH, MEMORY_D, ORDER, STEPS, THETA = 16, 32, 256, 512, 784
 
 
 def make_forms():
-    """The step ``(m, u) -> m'`` in each form, for m (batch, memory_d, order)."""
+    """The step ``(m, u) -> m'`` in each form, for m (batch, memory_d * order)."""
     A_bar, B_bar = legendre.discrete_system(ORDER, THETA, "zoh")
-    transition = np.asarray((A_bar - np.eye(ORDER)).T, np.float32)
-    A_bar_T = np.asarray(A_bar.T, np.float32)
-    B_row = np.asarray(B_bar, np.float32).reshape(1, ORDER)
-
-    def drive(u):
-        return tf.reshape(tf.matmul(tf.reshape(u, (-1, 1)), B_row), (BATCH, MEMORY_D, ORDER))
+    transition = tf.constant((A_bar - np.eye(ORDER)).T, tf.float32)
+    A_bar_T = tf.constant(A_bar.T, tf.float32)
+    B_bar = tf.constant(B_bar, tf.float32)
+    B_row = tf.reshape(B_bar, (1, ORDER))  # B_bar u as a matrix product, as in memory_step
 
     def separate(m, u):
-        return m + (tf.einsum("bdj,ji->bdi", m, transition) + drive(u))
+        return lmu_ops.memory_step(m, u, transition, B_bar)
 
     def rounded(m, u):
-        return tf.einsum("bdj,ji->bdi", m, A_bar_T) + drive(u)
+        per_memory = tf.reshape(m, (BATCH, MEMORY_D, ORDER))
+        drive = tf.reshape(tf.matmul(tf.reshape(u, (-1, 1)), B_row), per_memory.shape)
+        return tf.reshape(tf.einsum("bdj,ji->bdi", per_memory, A_bar_T) + drive, m.shape)
 
-    @tf.custom_gradient
     def written_gradient(m, u):
-        def gradient(upstream):
-            grad_m = upstream + tf.einsum("bdi,ji->bdj", upstream, transition)
-            grad_u = tf.einsum("bdi,i->bd", upstream, B_row[0])
-            return grad_m, grad_u
-
-        return separate(m, u), gradient
+        return lmu_ops.memory_step(m, u, transition, B_bar, fixed_system=True)
 
     return {"separate": separate, "rounded": rounded, "written-gradient": written_gradient}
 
@@ -74,7 +70,7 @@ def training_step(step, x, kernel, weights):
             def body(t, m):
                 return t + 1, step(m, tf.matmul(x[t], kernel))
 
-            initial = tf.zeros((BATCH, MEMORY_D, ORDER))
+            initial = tf.zeros((BATCH, MEMORY_D * ORDER))
             _, m = tf.while_loop(lambda t, m: t < STEPS, body, (0, initial))
             loss = tf.reduce_sum(m * weights)
         return tape.gradient(loss, kernel)
@@ -89,7 +85,7 @@ def main():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((STEPS, BATCH, MEMORY_D)), tf.float32)
     kernel = tf.Variable(rng.standard_normal((MEMORY_D, MEMORY_D)).astype(np.float32) * 0.1)
-    weights = tf.constant(rng.standard_normal((BATCH, MEMORY_D, ORDER)), tf.float32)
+    weights = tf.constant(rng.standard_normal((BATCH, MEMORY_D * ORDER)), tf.float32)
     steps = {name: training_step(f, x, kernel, weights) for name, f in make_forms().items()}
     gradients = {name: run().numpy() for name, run in steps.items()}  # traced, warmed up
     reference = gradients["separate"]
