@@ -275,7 +275,6 @@ def memory_step_gradient(upstream, transition, B_bar):
     """
     order = static_size(transition, 0)
     size = static_size(upstream, -1)
-    B_column = ops.reshape(B_bar, (order, 1))
     if size != order and stacks_memories_in_batches():
         per_memory = ops.reshape(upstream, (-1, size // order, order))
         memory_grad = per_memory + ops.einsum("bdi,ji->bdj", per_memory, transition)
@@ -283,7 +282,7 @@ def memory_step_gradient(upstream, transition, B_bar):
         return ops.reshape(memory_grad, (-1, size)), u_grad
     rows = ops.reshape(upstream, (-1, order))  # one memory per row
     memory_grad = rows + ops.einsum("ri,ji->rj", rows, transition)
-    u_grad = ops.reshape(matrix_product(rows, B_column), (-1, size // order))
+    u_grad = ops.reshape(matrix_product(rows, ops.reshape(B_bar, (order, 1))), (-1, size // order))
     return ops.reshape(memory_grad, (-1, size)), u_grad
 
 
