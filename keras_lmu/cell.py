@@ -10,6 +10,7 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_lmu import ops as lmu_ops
 from keras_lmu.hidden_cells import (
+    calls_directly,
     draws_random_numbers_per_call,
     dropout_cells,
     flatten_states,
@@ -303,14 +304,22 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             hidden_input = ops.concatenate([memory, ops.cast(inputs, memory.dtype)], axis=-1)
         if self.hidden_cell is None:
             return hidden_input, []
+        call = self._hidden_call()
         if self._hidden_is_rnn_cell:
-            cell = self.hidden_cell
-            output, hidden_states = cell(
-                hidden_input, nest_states(cell, hidden_states), training=training
-            )
+            states = nest_states(self.hidden_cell, hidden_states)
+            output, hidden_states = call(hidden_input, states, training=training)
             return output, flatten_states(hidden_states)
-        output = self.hidden_cell(hidden_input, training=training)
+        output = call(hidden_input, training=training)
         return output, [output]
+
+    def _hidden_call(self):
+        """The hidden component's ``call`` itself on PyTorch, which runs every step's
+        Python anew, where ``Layer.__call__`` adds nothing to it (``calls_directly``);
+        else the hidden component."""
+        hidden = self.hidden_cell
+        if keras.backend.backend() == "torch" and calls_directly(hidden, self.dtype_policy):
+            return hidden.call
+        return hidden
 
     def load_own_variables(self, store):
         # Inside an ``LMU``, a file may hold these variables one level up, where an

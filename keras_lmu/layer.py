@@ -11,10 +11,9 @@ from keras.src import backend as keras_backend
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.utils import tracking
 
-from keras_lmu import validation
+from keras_lmu import hidden_cells, validation
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
-from keras_lmu.hidden_cells import per_call_seed_generators
 from keras_lmu.memory import LegendreMemory, assign_saved_variables
 
 # The rules below come from training-step times measured on a 2-core CPU with
@@ -501,7 +500,8 @@ class _LMURNN(keras.layers.RNN):
         a variable cannot be assigned inside JAX's loop."""
         if keras.backend.backend() != "jax" or not training:
             return []
-        return [generator.state for generator in per_call_seed_generators(self.cell.hidden_cell)]
+        generators = hidden_cells.per_call_seed_generators(self.cell.hidden_cell)
+        return [generator.state for generator in generators]
 
     def _loop_carrying(self, variables, step, sequences, initial_state):
         """``_loop``, with ``variables`` (seed states) carried through the loop as extra
@@ -538,26 +538,16 @@ class _LMURNN(keras.layers.RNN):
 
     def _cell_call(self):
         """What each step calls: on PyTorch, which runs every step's Python anew, the
-        cell's ``call`` itself where ``Layer.__call__`` adds nothing to it; else the cell.
+        cell's ``call`` itself where ``Layer.__call__`` adds nothing to it
+        (:func:`keras_lmu.hidden_cells.calls_directly`); else the cell.
 
-        ``Layer.__call__`` converts inputs (not an ``LMUCell``'s), opens the autocast
-        scope that this layer's call already holds (same dtype policy), resolves
-        ``training`` (given here) and applies activity regularization,
-        rematerialization and quantization (checked below); on PyTorch through
-        ``torch.nn.Module.__call__``. Without it a step of the ``psmnist-rnn`` model
-        (batch 100, order 256, ``SimpleRNNCell(212)``) took 0.77 ms instead of 1.24
-        forward only, and two training steps raised the peak RSS by 317 MiB instead of
-        609 (one run each, the plain loop either way). The hidden cell is still called
-        through its ``__call__``.
+        Without ``Layer.__call__`` a step of the ``psmnist-rnn`` model (batch 100,
+        order 256, ``SimpleRNNCell(212)``) took 0.77 ms instead of 1.24 forward only,
+        and two training steps raised the peak RSS by 317 MiB instead of 609 (one run
+        each, the plain loop either way). The cell calls its hidden cell the same way.
         """
         cell = self.cell
-        direct = (
-            self._runs_eagerly()
-            and cell.activity_regularizer is None
-            and getattr(cell, "_remat_mode", None) is None
-            and cell.dtype_policy.quantization_mode is None
-            and cell.dtype_policy.name == self.dtype_policy.name
-        )
+        direct = self._runs_eagerly() and hidden_cells.calls_directly(cell, self.dtype_policy)
         return cell.call if direct else cell
 
     def _steps_per_iteration(self, sequences) -> int:
