@@ -113,24 +113,24 @@ def matrix_exponential(x):
 
 
 def matrix_product(a, b):
-    """``a @ b`` for 2-D ``a`` and ``b``, in their dtype.
+    """``a @ b`` for a 2-D ``b`` and ``a`` of rank 2 (of any rank >= 2 on PyTorch), in
+    their dtype.
 
     ``keras.ops.matmul`` where it is the faster: TensorFlow's ``MatMul`` is faster
     than its ``einsum``, which matters in the step-by-step loop, and so is PyTorch's
-    ``mm``: its ``einsum`` of two matrices is a batched product (``bmm``) between
-    permutes and reshapes, each a node of the autograd graph: a ``psmnist-rnn``
-    training step took 1,330 ms with ``matmul`` against 2,417-2,472 with ``einsum``
-    (``benchmarks/bench.py --no-peer --backends torch --cases psmnist-rnn``). But
-    on PyTorch ``keras.ops.matmul`` returns the product of float64 tensors in
-    float32 (Keras's type promotion), so float64 is multiplied by ``einsum`` there,
-    as on JAX.
+    ``matmul``: its ``einsum`` is a batched product (``bmm``) between permutes and
+    reshapes, each a node of the autograd graph: a ``psmnist-rnn`` training step took
+    1,330 ms with ``matmul`` against 2,417-2,472 with ``einsum`` (``benchmarks/bench.py
+    --no-peer --backends torch --cases psmnist-rnn``). But on PyTorch
+    ``keras.ops.matmul`` returns the product of float64 tensors in float32 (Keras's
+    type promotion), so float64 is multiplied by ``einsum`` there, as on JAX.
     """
     backend = keras.config.backend()
     if backend == "tensorflow" or (
         backend == "torch" and keras.backend.standardize_dtype(a.dtype) != "float64"
     ):
         return ops.matmul(a, b)
-    return ops.einsum("ij,jk->ik", a, b)
+    return ops.einsum("...j,jk->...k", a, b)
 
 
 def last_axis_product(x, matrix):
@@ -228,6 +228,22 @@ def _memory_step(memory, u, transition, B_bar):
     """The arithmetic of :func:`memory_step`, differentiated by the backend."""
     order = static_size(transition, 0)
     size = static_size(memory, -1)
+    if keras.config.backend() == "torch":
+        # PyTorch runs each operation of each step on its own, from Python: fewest
+        # operations (Keras's reshape alone costs ~16 us there), ``u_t B_bar^T`` as a
+        # broadcast multiply, and ``matmul``, not ``einsum`` (a ``bmm`` between
+        # reshapes), for the memories as a batch of (memory_d, order) matrices. With
+        # seq-rnn's sizes, 128 steps of this function alone took 697-698 us a step
+        # forward and backward against 839-1,148 with the other backends' form
+        # (forward only 352-356 against 468-491; two runs), and a seq-rnn training
+        # step 615-621 ms against 689-718 (inference 414-421 against 482-498).
+        if size == order:  # a single memory; u_t is (batch, 1)
+            return memory + (matrix_product(memory, transition) + u * B_bar)
+        per_memory = ops.reshape(memory, (-1, size // order, order))
+        per_memory = per_memory + (
+            matrix_product(per_memory, transition) + ops.expand_dims(u, -1) * B_bar
+        )
+        return ops.reshape(per_memory, (-1, size))
     # B_bar u_t as a matrix product (u_t as a column times B_bar^T as a row): a
     # seq-rnn training step on TensorFlow took 11% less time than with a broadcasting
     # multiply here and the sum in its gradient (the notes in docs/benchmarks.md).
