@@ -166,3 +166,21 @@ def test_step_forms_script_runs_and_its_forms_agree():
     assert set(differences) == {"separate", "rounded", "written-gradient"}, done.stdout
     assert float(differences["written-gradient"]) < 1e-5
     assert float(differences["rounded"]) < 1e-3
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="a JAX script")
+def test_scan_outputs_script_runs_and_its_forms_agree():
+    """``scan_outputs.py`` times Keras's ``RNN(LMUCell)`` and two scans of the same cell
+    on JAX; all three compute the same last output."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "scan_outputs.py")]
+    command += ["--repeats", "1", "--steps", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = r"^(\S+) (forward|gradient) .* ms .*last output vs keras-rnn: (\S+)$"
+    found = re.findall(line, done.stdout, re.M)
+    assert {(name, kind) for name, kind, _ in found} == {
+        (name, kind)
+        for name in ("keras-rnn", "scan-outputs", "scan-last")
+        for kind in ("forward", "gradient")
+    }, done.stdout
+    assert all(float(difference) < 1e-5 for _, _, difference in found), done.stdout
