@@ -8,6 +8,8 @@ from conftest import BACKEND, DTYPE, TOLERANCE, assert_close
 from reference import ReluRNNCell, linear_layer
 
 import keras_lmu
+from keras_lmu import cell as cell_module
+from keras_lmu import hidden_cells
 from keras_lmu import layer as layer_module
 
 # (name, LMU options, expected inner form)
@@ -398,3 +400,77 @@ def test_bidirectional_trains_saves_and_loads(rng, tmp_path, name, options, form
     bidirectional = model.layers[2]
     assert bidirectional.backward_layer.go_backwards
     assert bidirectional.forward_layer.zero_output_for_mask
+
+
+def test_calls_directly_only_where_layer_call_adds_nothing():
+    """``hidden_cells.calls_directly``: a built layer whose ``call`` takes ``training``,
+    with the caller's dtype policy and no activity regularizer; else ``__call__``."""
+    policy = keras.dtype_policies.get(DTYPE)
+
+    def built(layer):
+        layer.build((None, 4))
+        return layer
+
+    assert hidden_cells.calls_directly(built(keras.layers.SimpleRNNCell(3, dtype=DTYPE)), policy)
+    assert hidden_cells.calls_directly(built(keras.layers.Dense(3, dtype=DTYPE)), policy)
+    assert not hidden_cells.calls_directly(keras.layers.SimpleRNNCell(3, dtype=DTYPE), policy)
+    assert not hidden_cells.calls_directly(built(ReluRNNCell(3, dtype=DTYPE)), policy)
+    regularized = keras.layers.Dense(3, activity_regularizer="l2", dtype=DTYPE)
+    assert not hidden_cells.calls_directly(built(regularized), policy)
+    mixed = keras.layers.SimpleRNNCell(3, dtype="mixed_float16")
+    assert not hidden_cells.calls_directly(built(mixed), policy)
+
+
+@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
+@pytest.mark.parametrize("hidden", ["SimpleRNNCell", "LSTMCell", "Dense"])
+def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
+    rng, monkeypatch, layer, hidden
+):
+    """On PyTorch the cell calls its hidden layer's ``call`` directly, and ``LMU`` its
+    cell's (``hidden_cells.calls_directly``): outputs, and weights after a training
+    step with dropout, as through ``Layer.__call__``. Elsewhere both runs take
+    ``__call__``."""
+    x = rng.uniform(-1, 1, (3, 9, 2))
+    y = rng.uniform(-1, 1, (3, 3))
+    calls_directly = hidden_cells.calls_directly
+    taken = []
+
+    def recording(*args):
+        taken.append(calls_directly(*args))
+        return taken[-1]
+
+    def never(*args):
+        return False
+
+    results = []
+    initial = None
+    for rule in (recording, never):
+        monkeypatch.setattr(hidden_cells, "calls_directly", rule)
+        monkeypatch.setattr(cell_module, "calls_directly", rule)
+        keras.utils.set_random_seed(1)
+        hidden_cell = {
+            "SimpleRNNCell": lambda: keras.layers.SimpleRNNCell(
+                3, dropout=0.3, recurrent_dropout=0.3, dtype=DTYPE
+            ),
+            "LSTMCell": lambda: keras.layers.LSTMCell(3, dtype=DTYPE),
+            "Dense": lambda: keras.layers.Dense(3, activation="tanh", dtype=DTYPE),
+        }[hidden]()
+        options = dict(hidden_to_memory=True, memory_to_memory=True, dropout=0.2, dtype=DTYPE)
+        if layer == "LMU":
+            lmu = keras_lmu.LMU(2, 5, 7.0, hidden_cell, **options)
+        else:
+            lmu = keras.layers.RNN(keras_lmu.LMUCell(2, 5, 7.0, hidden_cell, **options))
+        inp = keras.Input((9, 2), dtype=DTYPE)
+        model = keras.Model(inp, lmu(inp))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+        if initial is None:
+            initial = model.get_weights()
+        model.set_weights(initial)
+        outputs = numpy(model(x))
+        keras.utils.set_random_seed(2)
+        model.train_on_batch(x, y)
+        results.append([outputs] + [numpy(w) for w in model.weights])
+    assert any(taken) == (BACKEND == "torch")
+    assert not all(map(np.allclose, results[1][1:], initial))  # the step changed weights
+    for direct, through_call in zip(*results, strict=True):
+        assert_close(direct, through_call)
