@@ -1037,8 +1037,14 @@ CPU_NOTES = [
     "PyTorch runs the loop over the steps in Python, eagerly, so every step's "
     "operations (and their gradients) are dispatched one by one. `LMU` loops over the "
     "steps itself and calls its cell's `call` directly (`keras_lmu.layer._LMURNN`), "
-    "without the per-step work of Keras's generic loop and of `Layer.__call__`; "
-    "`seq-rnn` is Keras's own `RNN(LMUCell)` loop.",
+    "without the per-step work of Keras's generic loop and of `Layer.__call__`, and "
+    "the cell calls its hidden cell's `call` the same way "
+    "(`keras_lmu.hidden_cells.calls_directly`); `seq-rnn` is Keras's own "
+    "`RNN(LMUCell)` loop.",
+    "- `seq-rnn` on JAX: Keras's JAX backend runs `keras.layers.RNN` as a `lax.scan` "
+    "that stacks every step's output whether or not the layer returns the sequence, "
+    "here the memory (16 x 8,192 values a step); `benchmarks/scan_outputs.py` times "
+    "the layer against scans of its cell with and without those outputs.",
     '- `seq-ff-full` is `LMUFeedforward`\'s default `conv_mode="fft"` (the default '
     "of keras-lmu's API): it takes an inverse FFT per channel and order over the "
     "whole sequence (131,072 of 1,024 points here), forward and backward, and "
