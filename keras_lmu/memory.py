@@ -279,12 +279,14 @@ class LegendreMemory(keras.layers.Layer):
         )
 
     def _fixed_step_arrays(self, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-        """The fixed ``(transition, B_bar)`` rounded to ``dtype``, as NumPy arrays,
-        rounded once per dtype: ``keras.layers.RNN(LMUCell)`` on PyTorch converts them
-        at every step, which took 132 us from the float64 arrays and 24 us from arrays
-        of the tensors' dtype; seq-rnn's inference took 497-517 ms against 555-609, its
-        training step 792-826 against 824-922 (``bench.py``'s model, six runs each,
-        alternating, on a busier machine than the benchmark tables')."""
+        """The fixed ``(transition, B_bar)`` as NumPy arrays of ``dtype``, rounded from
+        float64 once per dtype.
+
+        ``keras.layers.RNN(LMUCell)`` on PyTorch converts them to tensors at every step:
+        132 us from the float64 arrays, 24 us from arrays of the tensors' dtype; seq-rnn's
+        inference took 497-517 ms against 555-609, its training step 792-826 against
+        824-922 (``bench.py``'s model, six runs each, alternating).
+        """
         arrays = self._fixed_step_arrays_by_dtype.get(dtype)
         if arrays is None:
             arrays = tuple(array.astype(dtype) for array in self._fixed_step_system)
