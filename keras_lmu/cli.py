@@ -29,16 +29,16 @@ Subcommands:
     that of ``x(t + 15) = x(t)`` (see :mod:`keras_lmu.mackey_glass`).
 
 Keras picks its backend when it is first imported, and importing ``keras_lmu``
-imports Keras. Commands that run a model therefore make sure the backend they
-need is the one loaded: if it is not (``KERAS_BACKEND`` unset, or ``--backend``
-names another one), the command runs itself again in a fresh interpreter with
+imports Keras: run as a command, ``keras_lmu`` first sets ``KERAS_BACKEND`` to the
+backend the command wants (:mod:`keras_lmu.command_backend`). Commands that run a
+model check that it is the one loaded; if it is not (``main`` called from a program
+that had loaded another), the command runs itself again in a fresh interpreter with
 ``KERAS_BACKEND`` set.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -46,12 +46,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keras_lmu import command_backend
+
 if TYPE_CHECKING:
     import keras
     import numpy as np
 
 #: Backends the commands can run on, in order of preference.
-BACKENDS = ("jax", "tensorflow", "torch")
+BACKENDS = command_backend.BACKENDS
 
 #: Defaults of ``keras-lmu demo``: about a minute of training on a 2-core CPU.
 DEMO_EPOCHS = 25
@@ -596,14 +598,25 @@ def _ensure_backend(requested: str | None, argv: list[str]) -> int:
     ``KERAS_BACKEND`` set to it; returns 1 (after printing why) when it cannot
     be used.
     """
-    wanted = requested or os.environ.get("KERAS_BACKEND") or _first_installed_backend()
+    wanted = (
+        requested
+        or os.environ.get("KERAS_BACKEND")
+        or command_backend.first_installed(_is_installed)
+    )
     if wanted is None:
         print(
             "error: no Keras backend is installed; install one of: " + ", ".join(BACKENDS),
             file=sys.stderr,
         )
         return 1
-    if wanted in BACKENDS and not _is_installed(wanted):
+    if wanted not in BACKENDS:
+        print(
+            f"error: KERAS_BACKEND={wanted!r}: the keras-lmu commands run on "
+            + ", ".join(BACKENDS),
+            file=sys.stderr,
+        )
+        return 1
+    if not _is_installed(wanted):
         print(f"error: the backend {wanted!r} is not installed", file=sys.stderr)
         return 1
     import keras
@@ -626,17 +639,9 @@ def _ensure_backend(requested: str | None, argv: list[str]) -> int:
     return 1  # not reached
 
 
-def _first_installed_backend() -> str | None:
-    """The first backend of :data:`BACKENDS` that can be imported, or None."""
-    for name in BACKENDS:
-        if _is_installed(name):
-            return name
-    return None
-
-
 def _is_installed(module_name: str) -> bool:
     """Whether a top-level module can be imported (without importing it)."""
-    return importlib.util.find_spec(module_name) is not None
+    return command_backend.is_installed(module_name)
 
 
 def _load_plots():

@@ -1,7 +1,8 @@
 """Data sets for LMU experiments: permuted sequential MNIST and the Mackey-Glass series.
 
-Only numpy is needed to build the data; Keras is imported (inside
-:func:`load_psmnist`) only when MNIST has to be downloaded.
+The data are built with NumPy; Keras's downloader is called (inside
+:func:`load_psmnist`) only when no local copy of MNIST is found. (Importing this module
+imports the ``keras_lmu`` package, and with it Keras and its backend.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lmu import cli, datasets, legendre
+from keras_lmu import cli, command_backend, datasets, legendre
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,6 +255,85 @@ def test_no_endless_reexecution(fake_exec, demo_calls, monkeypatch, capsys):
     assert cli.main(["demo"]) == 1
     assert "but Keras loaded" in capsys.readouterr().err
     assert demo_calls == []
+
+
+def test_unsupported_keras_backend(fake_exec, demo_calls, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "numpy")
+    assert cli.main(["demo"]) == 1
+    assert "KERAS_BACKEND='numpy': the keras-lmu commands run on jax" in capsys.readouterr().err
+    assert demo_calls == []
+
+
+@pytest.mark.parametrize(
+    "orig_argv, expected",
+    [
+        (["python", "-m", "keras_lmu", "demo"], True),
+        (["python", "-X", "dev", "-m", "keras_lmu"], True),
+        (["python", "-mkeras_lmu"], True),
+        (["python", "/venv/bin/keras-lmu", "demo"], True),
+        (["python", "-I", "C:/venv/Scripts/keras-lmu.exe"], True),
+        (["python", "-m", "pytest", "-m", "keras_lmu"], False),
+        (["python", "-c", "import keras_lmu"], False),
+        (["python", "train.py", "-m", "keras_lmu"], False),
+        (["python"], False),
+    ],
+)
+def test_runs_as_command(orig_argv, expected):
+    assert command_backend.runs_as_command(orig_argv) is expected
+
+
+def test_command_backend_order():
+    installed = {"tensorflow", "torch"}.__contains__
+    assert command_backend.command_backend(["demo"], {}, installed) == "tensorflow"
+    assert command_backend.command_backend(["demo"], {"KERAS_BACKEND": "torch"}, installed) == (
+        "torch"
+    )
+    for argv in (["demo", "--backend", "jax"], ["psmnist", "train", "--backend=jax"]):
+        assert command_backend.command_backend(argv, {"KERAS_BACKEND": "torch"}, installed) == (
+            "jax"
+        )
+    assert command_backend.command_backend([], {}, lambda name: False) is None
+
+
+@pytest.mark.skipif(not cli._is_installed("jax"), reason="needs JAX")
+def test_command_runs_where_keras_default_backend_is_missing(tmp_path):
+    """Where TensorFlow, Keras's default backend, is not installed (here: hidden from
+    imports) and KERAS_BACKEND is unset, ``python -m keras_lmu`` and the ``keras-lmu``
+    script choose JAX before Keras loads, rather than failing as ``import keras``
+    does."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class HideBackends:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'torch'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, HideBackends())\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    env["KERAS_HOME"] = str(tmp_path / "keras-home")  # no keras.json naming a backend
+    missing = tmp_path / "missing.keras"
+    plain = subprocess.run(
+        [sys.executable, "-c", "import keras"], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode != 0 and "tensorflow" in plain.stderr  # Keras's own default
+    commands = [[sys.executable, "-m", "keras_lmu"]]
+    script = Path(sys.executable).with_name("keras-lmu")
+    if script.exists():
+        commands.append([str(script)])
+    for command in commands:
+        done = subprocess.run(
+            [*command, "psmnist", "evaluate", str(missing)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT_S,
+        )
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert "Using Keras backend: jax" in done.stdout
+        assert done.stderr.strip().endswith(f"error: no model file {missing}"), done.stderr
 
 
 def _tiny_psmnist(steps=16):
