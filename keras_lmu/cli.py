@@ -187,7 +187,7 @@ def _add_psmnist_commands(subcommands) -> None:
         default="psmnist_run",
         help="folder for the model, curves and metrics (default: %(default)s)",
     )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     train.add_argument(
         "--train-size",
         type=_positive_int,
@@ -236,9 +236,11 @@ def _add_psmnist_commands(subcommands) -> None:
         "--dropout",
         type=_rate,
         nargs="+",
-        default=list(psmnist.PARALLEL_DROPOUT),
+        default=None,
         help="parallel model: dropout rate after each hidden layer, one for all or one per "
-        "layer (default: %(default)s)",
+        "layer (default: "
+        + " ".join(f"{rate:g}" for rate in psmnist.PARALLEL_DROPOUT)
+        + ", for the default two layers)",
     )
     train.add_argument(
         "--memory-dropout",
@@ -343,7 +345,7 @@ def _add_demo_command(subcommands) -> None:
     )
     demo.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
         help="seed of the initial weights and the shuffling (default: %(default)s)",
     )
@@ -464,7 +466,7 @@ def _add_mackey_glass_command(subcommands) -> None:
     _add_backend_argument(command)
     command.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of the series, the initial weights and the shuffling (default: %(default)s)",
     )
@@ -519,7 +521,7 @@ def _add_nengo_demo_command(subcommands) -> None:
     )
     command.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of the input signal and of the neurons (default: %(default)s)",
     )
@@ -534,6 +536,11 @@ def run_nengo_demo(args: argparse.Namespace) -> int:
     plots, problem = _load_plots()
     if plots is None:
         print(f"error: {problem}; nengo-demo needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
+        return 1
+    path = Path(args.out)
+    problem = _figure_file_problem(path, plots)
+    if problem:
+        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
         return 1
     import nengo
 
@@ -550,7 +557,6 @@ def run_nengo_demo(args: argparse.Namespace) -> int:
             f"({result.improvement:.1f}x lower; {result.seconds:.1f} s)",
             flush=True,
         )
-    path = Path(args.out)
     try:
         lmu_nengo.plot_delay_task(results, path)
     except OSError as error:
@@ -583,6 +589,7 @@ def _integer_at_least(minimum: int):
 
 #: argparse types of the numeric options.
 _non_negative_int = _integer_at_least(0)
+_seed = _number_type(int, lambda value: 0 <= value < 2**32, "an integer in [0, 2**32 - 1]")
 _positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
 _positive_float = _number_type(float, lambda value: 0 < value < float("inf"), "a positive number")
 _non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
@@ -663,6 +670,25 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _figure_file_problem(path: Path, plots) -> str | None:
+    """Why a figure cannot be written at ``path`` (an extension matplotlib does not
+    write, a folder that cannot be made), or None; makes the folder."""
+    extension = path.suffix.lstrip(".").lower()
+    formats = plots.supported_formats()
+    if extension and extension not in formats:
+        return (
+            f"matplotlib writes no .{extension} files; give FILE one of the extensions "
+            + ", ".join("." + name for name in formats)
+        )
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the folder {path.parent} ({error.strerror or error})"
+    return None
+
+
 def run_plot_basis(args: argparse.Namespace) -> int:
     """Draw the figure of ``keras-lmu plot-basis``; return the exit status."""
     plots, problem = _load_plots()
@@ -670,23 +696,9 @@ def run_plot_basis(args: argparse.Namespace) -> int:
         print(f"error: {problem}; plot-basis needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
         return 1
     path = Path(args.out)
-    extension = path.suffix.lstrip(".").lower()
-    formats = plots.supported_formats()
-    if extension and extension not in formats:
-        print(
-            f"error: cannot write {path}: matplotlib writes no .{extension} files; "
-            "give FILE one of the extensions " + ", ".join("." + name for name in formats),
-            file=sys.stderr,
-        )
-        return 1
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(
-            f"error: cannot write {path}: cannot create the folder {path.parent} "
-            f"({error.strerror or error})",
-            file=sys.stderr,
-        )
+    problem = _figure_file_problem(path, plots)
+    if problem:
+        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
         return 1
     try:
         plots.make_basis_figure(path, args.order, args.theta)
@@ -720,10 +732,7 @@ def score_saved_model(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> flo
     A missing or unreadable file, or a model for other sequences, is reported
     (a warning on stderr) and None returned: the demo goes on without it.
     """
-    import keras
-
-    import keras_lmu  # noqa: F401 (registers the LMU layers for loading)
-    from keras_lmu.psmnist import accuracy
+    from keras_lmu.psmnist import accuracy, load_classifier
 
     shown = _shown(path)
     if not path.is_file():
@@ -733,22 +742,9 @@ def score_saved_model(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> flo
         return None
     start = time.perf_counter()
     try:
-        model = keras.saving.load_model(path)
-    except Exception as error:  # whatever is wrong with the file, the demo goes on
-        print(
-            f"warning: cannot load {shown} ({type(error).__name__}: {error}): "
-            "skipping its evaluation",
-            file=sys.stderr,
-            flush=True,
-        )
-        return None
-    if tuple(model.input_shape[1:]) != tuple(x_test.shape[1:]):
-        print(
-            f"warning: {shown} takes inputs of shape {tuple(model.input_shape[1:])}, not "
-            f"{tuple(x_test.shape[1:])}: skipping its evaluation",
-            file=sys.stderr,
-            flush=True,
-        )
+        model = load_classifier(path, x_test.shape[1:])
+    except ValueError as error:  # whatever is wrong with the file, the demo goes on
+        print(f"warning: {error}: skipping its evaluation", file=sys.stderr, flush=True)
         return None
     test_accuracy = accuracy(model, x_test, y_test)
     print(

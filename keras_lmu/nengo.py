@@ -796,6 +796,8 @@ def plot_delay_task(results: Sequence[DelayTaskResult], path: str | Path) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keras_lmu.plots import save_figure
+
     path = Path(path)
     figure, axes = plt.subplots(len(results), 2, figsize=(10, 2.6 * len(results)), squeeze=False)
     for row, result in zip(axes, results, strict=True):
@@ -817,6 +819,6 @@ def plot_delay_task(results: Sequence[DelayTaskResult], path: str | Path) -> Pat
         row[0].legend(loc="upper right", fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    save_figure(figure, path)  # at exactly ``path``, in the format of its extension
     plt.close(figure)
     return path

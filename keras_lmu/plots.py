@@ -250,7 +250,7 @@ def plot_window(ax, order: int = 12, theta: float = 60.0, steps: int = 240) -> N
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
 
 
-def _save(figure: Figure, path: os.PathLike | str) -> None:
+def save_figure(figure: Figure, path: os.PathLike | str) -> None:
     """Save ``figure`` at exactly ``path``, in the format its extension names (PNG if none)."""
     extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     file_format = extension or "png"
@@ -273,7 +273,7 @@ def make_basis_figure(
     plot_basis(left, order, theta)
     plot_impulse_response(right, order, theta, discretizer)
     figure.suptitle(f"LMU memory of order {order}, window $\\theta = {theta:g}$ steps")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def make_legendre_figure(path: os.PathLike | str) -> None:
@@ -282,4 +282,4 @@ def make_legendre_figure(path: os.PathLike | str) -> None:
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.6]})
     plot_basis(left)
     plot_window(right)
-    _save(figure, path)
+    save_figure(figure, path)

@@ -345,10 +345,44 @@ def load_splits(train_size: int):
     return (x_train[:train_size], y_train[:train_size]), validation, test
 
 
+def train_arguments_problem(args) -> str | None:
+    """What is wrong with the options of ``keras-lmu psmnist train`` together (the
+    parser checks each on its own), or None."""
+    import keras
+
+    if args.model != "parallel":
+        return None
+    dropout = list(args.dropout) if args.dropout is not None else list(PARALLEL_DROPOUT)
+    if len(dropout) not in (1, len(args.units)):
+        given = "--dropout" if args.dropout is not None else "the default --dropout"
+        return (
+            f"--units gives {len(args.units)} hidden layer(s) but {given} gives "
+            f"{len(dropout)} rates ({' '.join(f'{rate:g}' for rate in dropout)}): pass "
+            "--dropout with one rate for all layers or one per layer"
+        )
+    try:
+        keras.activations.get(args.activation)
+    except ValueError:
+        return f"--activation: Keras has no activation {args.activation!r} (e.g. relu, gelu, tanh)"
+    return None
+
+
 def train(args) -> int:
     """Run ``keras-lmu psmnist train``; return the exit status."""
     import keras
 
+    from keras_lmu.command_backend import is_installed
+
+    problem = train_arguments_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+        return 1
     splits = load_splits(args.train_size)
     if splits is None:
         return 1
@@ -363,8 +397,6 @@ def train(args) -> int:
     learning_rate = args.learning_rate or (
         PAPER_LEARNING_RATE if stepwise else PARALLEL_LEARNING_RATE
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     schedule = args.schedule or ("constant" if stepwise else "cosine")
     training_steps = schedule_steps(schedule, epochs, len(x_train), batch_size)
@@ -379,11 +411,12 @@ def train(args) -> int:
         )
         config = {"units": LSTM_UNITS}
     else:
+        dropout = list(args.dropout if args.dropout is not None else PARALLEL_DROPOUT)
         model = build_parallel_model(
             order=args.order,
             units=args.units,
             activation=args.activation,
-            dropout=args.dropout,
+            dropout=dropout,
             learning_rate=learning_rate,
             training_steps=training_steps,
             seed=args.seed,
@@ -396,7 +429,7 @@ def train(args) -> int:
             "order": args.order,
             "units": list(args.units),
             "activation": args.activation,
-            "dropout": list(args.dropout),
+            "dropout": dropout,
             "memory_dropout": args.memory_dropout,
             "weight_decay": args.weight_decay,
             "ema_momentum": args.ema,
@@ -452,8 +485,16 @@ def train(args) -> int:
         "command": "keras-lmu " + " ".join(args.argv),
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=f"psMNIST, {args.model} LMU")
-    print(f"Wrote {model_path}, {out / CURVES_FILE} and {out / METRICS_FILE}")
+    if is_installed("matplotlib"):
+        plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=f"psMNIST, {args.model} LMU")
+        print(f"Wrote {model_path}, {out / CURVES_FILE} and {out / METRICS_FILE}")
+    else:
+        print(f"Wrote {model_path} and {out / METRICS_FILE}")
+        print(
+            "warning: matplotlib is not installed: no training curves drawn (install it "
+            "with: pip install 'keras-lmu3[plots]')",
+            file=sys.stderr,
+        )
     print(f"Test accuracy: {test_accuracy:.4f}")
     return 0
 
@@ -483,13 +524,14 @@ def plot_curves(curves: dict, best_epoch: int | None, path: os.PathLike, title: 
 
     epochs = range(1, len(curves["loss"]) + 1)
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_axes.plot(epochs, curves["loss"], label="training")
+    marker = "o" if len(epochs) == 1 else None  # a single epoch is a point, not a line
+    loss_axes.plot(epochs, curves["loss"], marker=marker, label="training")
     if "val_loss" in curves:
-        loss_axes.plot(epochs, curves["val_loss"], label="validation")
+        loss_axes.plot(epochs, curves["val_loss"], marker=marker, label="validation")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     loss_axes.legend()
-    accuracy_axes.plot(epochs, curves["accuracy"], label="training")
-    accuracy_axes.plot(epochs, curves["val_accuracy"], label="validation")
+    accuracy_axes.plot(epochs, curves["accuracy"], marker=marker, label="training")
+    accuracy_axes.plot(epochs, curves["val_accuracy"], marker=marker, label="validation")
     if best_epoch is not None:
         accuracy_axes.axvline(best_epoch, color="gray", linestyle=":", label="best epoch")
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
@@ -500,11 +542,35 @@ def plot_curves(curves: dict, best_epoch: int | None, path: os.PathLike, title: 
     plt.close(figure)
 
 
-def evaluate(args) -> int:
-    """Run ``keras-lmu psmnist evaluate``; return the exit status."""
+def load_classifier(path: os.PathLike, input_shape: tuple) -> keras.Model:
+    """Load the ``.keras`` model at ``path`` and check that it takes sequences of
+    ``input_shape`` (steps, features).
+
+    Raises
+    ------
+    ValueError
+        When Keras cannot load the file (not a ``.keras`` file, a layer it does not
+        know, ...) or the model takes inputs of another shape; the message names the
+        file and the reason.
+    """
     import keras
 
     import keras_lmu  # noqa: F401 (registers the LMU layers for loading)
+
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # whatever Keras finds wrong with the file
+        raise ValueError(f"cannot load {path} ({type(error).__name__}: {error})") from error
+    shape = tuple(model.input_shape[1:])
+    if shape != tuple(input_shape):
+        raise ValueError(
+            f"{path} takes inputs of shape {shape}, not psMNIST's {tuple(input_shape)}"
+        )
+    return model
+
+
+def evaluate(args) -> int:
+    """Run ``keras-lmu psmnist evaluate``; return the exit status."""
     from keras_lmu.datasets import load_psmnist
 
     path = Path(args.model_path)
@@ -518,7 +584,11 @@ def evaluate(args) -> int:
         return 1
     if args.eval_size is not None:
         x_test, y_test = x_test[: args.eval_size], y_test[: args.eval_size]
-    model = keras.saving.load_model(path)
+    try:
+        model = load_classifier(path, x_test.shape[1:])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     test_accuracy = accuracy(model, x_test, y_test)
     print(f"Test accuracy: {test_accuracy:.4f} ({len(x_test)} test sequences)")
     return 0

@@ -403,7 +403,9 @@ def test_run_demo_goes_on_without_model_or_matplotlib(monkeypatch, tmp_path, cap
 def test_score_saved_model_skips_a_model_for_other_sequences(tiny_model_path, capsys):
     x, y = _tiny_psmnist(steps=20)[2]
     assert cli.score_saved_model(tiny_model_path, x, y) is None
-    assert "takes inputs of shape (16, 1), not (20, 1): skipping" in capsys.readouterr().err
+    assert "takes inputs of shape (16, 1), not psMNIST's (20, 1): skipping" in (
+        capsys.readouterr().err
+    )
 
 
 def test_score_saved_model_skips_an_unreadable_file(tmp_path, capsys):

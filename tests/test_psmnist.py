@@ -67,6 +67,10 @@ def test_help_on_every_level(argv, usage, capsys):
         (["psmnist", "train", "--clipnorm", "0"], "--clipnorm: expected a positive"),
         (["psmnist", "train", "--schedule", "step"], "--schedule: invalid choice: 'step'"),
         (["psmnist", "evaluate"], "required: MODEL"),
+        (["psmnist", "train", "--seed", "-1"], "--seed: expected an integer in [0, 2**32 - 1]"),
+        (["psmnist", "train", "--seed", str(2**32)], "--seed: expected an integer in [0, 2**32"),
+        (["demo", "--seed", "-1"], "--seed: expected an integer in [0, 2**32 - 1]"),
+        (["mackey-glass", "--seed", str(2**32)], "--seed: expected an integer in [0, 2**32"),
     ],
 )
 def test_bad_arguments_exit_2(argv, message, capsys):
@@ -83,7 +87,7 @@ def test_train_defaults():
     assert (args.order, args.units, args.dropout, args.weight_decay) == (
         psmnist.PARALLEL_ORDER,
         list(psmnist.PARALLEL_UNITS),
-        list(psmnist.PARALLEL_DROPOUT),
+        None,  # PARALLEL_DROPOUT, for the default units
         psmnist.PARALLEL_WEIGHT_DECAY,
     )
     assert (args.memory_dropout, args.ema) == (
@@ -115,6 +119,76 @@ def test_one_dropout_rate_per_hidden_layer():
     model = psmnist.build_parallel_model(order=8, units=(8, 4), dropout=0.2, ema_momentum=0)
     assert [layer.rate for layer in model.layers if "dropout" in layer.name] == [0.1, 0.2, 0.2]
     assert not model.optimizer.use_ema
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--units", "64"], "--units gives 1 hidden layer(s) but the default --dropout gives 2"),
+        (["--units", "8", "8", "8", "--dropout", "0.1", "0.2"], "but --dropout gives 2 rates"),
+        (["--activation", "bogus"], "--activation: Keras has no activation 'bogus'"),
+    ],
+)
+def test_train_rejects_options_that_do_not_fit_together(options, message, monkeypatch, capsys):
+    """Before any data is read: the default dropout rates are for the default units."""
+
+    def no_data(train_size):
+        raise AssertionError("the options are checked before the data is read")
+
+    monkeypatch.setattr(psmnist, "load_splits", no_data)
+    status, _ = _run(["psmnist", "train", *options])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_train_reports_an_output_folder_it_cannot_make(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(psmnist, "load_splits", lambda train_size: None)
+    (tmp_path / "a_file").write_text("")
+    status, _ = _run(["psmnist", "train", "--out", str(tmp_path / "a_file")])
+    assert status == 1
+    assert f"error: cannot create the output folder {tmp_path / 'a_file'}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_train_without_matplotlib_saves_the_model_and_metrics(monkeypatch, tmp_path, capsys):
+    from keras_lmu import command_backend
+
+    monkeypatch.setattr(command_backend, "is_installed", lambda name: name != "matplotlib")
+    rng = np.random.default_rng(0)
+    split = (rng.random((8, psmnist.STEPS, 1), dtype=np.float32), rng.integers(0, 10, 8))
+    monkeypatch.setattr(psmnist, "load_splits", lambda train_size: (split, split, split))
+    options = ["--epochs", "1", "--order", "4", "--units", "4", "--dropout", "0", "--ema", "0"]
+    status, stdout = _run(["psmnist", "train", *options, "--verbose", "0", "--out", str(tmp_path)])
+    assert status == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        psmnist.MODEL_FILE,
+        psmnist.METRICS_FILE,
+    ]
+    assert re.search(r"^Test accuracy: [0-9.]+$", stdout, re.M)
+    assert "warning: matplotlib is not installed: no training curves drawn" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("content", ["not a zip", "model for other inputs"])
+def test_evaluate_reports_a_file_it_cannot_score(content, monkeypatch, tmp_path, capsys):
+    images = np.zeros((4, psmnist.STEPS, 1), "float32")
+    labels = np.zeros(4, "int64")
+    monkeypatch.setattr("keras_lmu.datasets.load_psmnist", lambda: ((images, labels),) * 3)
+    path = tmp_path / "model.keras"
+    if content == "not a zip":
+        path.write_text(content)
+        expected = f"error: cannot load {path} ("
+    else:
+        inputs = keras.Input((10, 3))
+        keras.Model(inputs, keras.layers.Dense(10)(inputs[:, -1])).save(path)
+        expected = f"error: {path} takes inputs of shape (10, 3), not psMNIST's (784, 1)"
+    status, stdout = _run(["psmnist", "evaluate", str(path)])
+    assert status == 1 and "Test accuracy" not in stdout
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "Traceback" not in err
 
 
 def test_missing_model_file_fails(tmp_path, capsys):
