@@ -93,9 +93,11 @@ Usage::
     python benchmarks/bench.py --backends jax --no-peer --tiny --out /tmp/b.json
     python benchmarks/bench.py --report-from benchmarks/results/bench-....json
 
-Writes ``benchmarks/results/bench-<UTC date/time>[-quick].json`` (``--out``), the
+Writes ``benchmarks/results/bench-<UTC date/time>[-quick|-tiny].json`` (``--out``), the
 report ``docs/benchmarks.md`` (``--report``) and the plot ``docs/bench_long.png``
-(``--plot``). ``make bench`` runs the first command.
+(``--plot``); a ``--quick`` or ``--tiny`` run writes its report and plot next to its
+JSON instead (``/tmp/b.md`` and ``/tmp/b-long.png`` for the third command).
+``make bench`` runs the first command.
 """
 
 from __future__ import annotations
@@ -221,8 +223,16 @@ def parse_args(argv=None):
         help="one timed step where the first step took longer than this (default 60)",
     )
     parser.add_argument("--out", help="JSON path (default benchmarks/results/bench-<date>.json)")
-    parser.add_argument("--report", help="markdown report (default docs/benchmarks.md)")
-    parser.add_argument("--plot", help="plot of long (default docs/bench_long.png)")
+    parser.add_argument(
+        "--report",
+        help="markdown report (default docs/benchmarks.md; with --quick or --tiny, the "
+        "JSON's path with .md)",
+    )
+    parser.add_argument(
+        "--plot",
+        help="plot of long (default docs/bench_long.png; with --quick or --tiny, the "
+        "JSON's path with -long.png)",
+    )
     parser.add_argument(
         "--report-from",
         metavar="JSON",
@@ -877,9 +887,16 @@ def _memory_gib() -> float | None:
 
 
 def default_paths(args):
+    """``(json, report, plot)``: the options' paths, else the defaults. A full run
+    writes the report and plot of the documentation; a ``--quick`` or ``--tiny`` one,
+    whose timings are not the documented ones, writes them next to its JSON."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%MZ")
     suffix = "-tiny" if args.tiny else "-quick" if args.quick else ""
     out = args.out or os.path.join(BENCH_DIR, "results", f"bench-{stamp}{suffix}.json")
+    if args.tiny or args.quick:
+        report = args.report or os.path.splitext(out)[0] + ".md"
+        plot = args.plot or os.path.splitext(out)[0] + "-long.png"
+        return out, report, plot
     report = args.report or os.path.join(ROOT, "docs", "benchmarks.md")
     plot = args.plot or os.path.join(os.path.dirname(os.path.abspath(report)), "bench_long.png")
     return out, report, plot

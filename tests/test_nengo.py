@@ -202,3 +202,41 @@ def test_nengo_demo_help(capsys):
         cli.main(["nengo-demo", "--help"])
     assert exit_info.value.code == 0
     assert "PES" in capsys.readouterr().out
+
+
+def test_nengo_demo_writes_exactly_its_figure_path(monkeypatch, tmp_path, capsys):
+    """``--out`` without an extension: a PNG at exactly that path (matplotlib alone
+    would add ``.png``)."""
+    from keras_lmu import cli
+
+    short = lmu_nengo.delay_task
+
+    def delay_task(neuron_type, seed, label):
+        return short(neuron_type, n_neurons=20, sim_time=7.0, seed=seed, label=label)
+
+    monkeypatch.setattr(lmu_nengo, "delay_task", delay_task)
+    path = tmp_path / "figure"
+    assert cli.main(["nengo-demo", "--out", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(tmp_path.iterdir()) == [path]
+    assert f"Wrote {path} (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("figure.docx", "matplotlib writes no .docx files"), ("a_folder", "it is a folder")],
+)
+def test_nengo_demo_checks_its_figure_path_before_running(
+    name, message, monkeypatch, tmp_path, capsys
+):
+    from keras_lmu import cli
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the path is checked before the simulations")
+
+    monkeypatch.setattr(lmu_nengo, "delay_task", no_run)
+    (tmp_path / "a_folder").mkdir()
+    path = tmp_path / name
+    assert cli.main(["nengo-demo", "--out", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {path}: ") and message in err
