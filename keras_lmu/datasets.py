@@ -41,7 +41,7 @@ RawMnist = tuple[Split, Split]
 _HOW_TO_PROVIDE_MNIST = (
     f"set the environment variable {DATA_DIR_ENV} to a folder holding {MNIST_FILE_NAME} "
     "(arrays x_train, y_train, x_test, y_test as saved by keras.datasets.mnist), "
-    "or pass path= the .npz file itself"
+    "or, calling the loading functions from Python, pass path= the .npz file itself"
 )
 
 
@@ -153,6 +153,11 @@ def _load_raw_mnist(path) -> RawMnist:
 
 def _read_mnist_npz(path: Path) -> RawMnist:
     """Read and check an MNIST ``.npz`` file."""
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"MNIST file {path} is a folder: give the .npz file itself (or set "
+            f"{DATA_DIR_ENV} to the folder, if it holds {MNIST_FILE_NAME})"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"MNIST file {path} does not exist; {_HOW_TO_PROVIDE_MNIST}")
     arrays = _read_npz_arrays(path)

@@ -212,6 +212,11 @@ def test_missing_path(tmp_path):
         load_psmnist(path)
 
 
+def test_folder_given_as_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a folder: give the .npz file itself"):
+        datasets.load_psmnist(path=tmp_path)
+
+
 def test_garbage_file(tmp_path):
     path = tmp_path / "garbage.npz"
     path.write_bytes(b"this is not an npz archive\n" * 100)
