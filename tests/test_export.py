@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from unittest import mock
 
 import keras
@@ -251,3 +252,22 @@ def test_export_serves_keras_outputs(served, export_format, path):
     assert outputs.shape == expected.shape
     scale = float(np.max(np.abs(expected)))
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_docs_example_exports_and_serves(tmp_path, monkeypatch):
+    """The example of docs/export.md runs on this backend (in a temporary folder) and
+    serves the model's outputs."""
+    _export_required_modules("onnx")
+    if BACKEND != "torch":
+        _export_required_modules("tf_saved_model")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    example = text.split("## Example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__export_example__"}
+    exec(compile(example, "docs/export.md", "exec"), namespace)
+    expected = namespace["expected"]
+    servings = [namespace["served_onnx"]]
+    if BACKEND != "torch":
+        servings.append(namespace["served"])
+    for served_outputs in servings:
+        np.testing.assert_allclose(served_outputs, expected, rtol=1e-5, atol=1e-5)
