@@ -8,8 +8,6 @@ import warnings
 
 import keras
 
-from keras_lmu.legendre import DISCRETIZERS, euler_stability_bound
-
 
 def positive_int(name: str, value) -> int:
     """Return ``value`` as an int, or raise if it is not a positive integer."""
@@ -56,6 +54,8 @@ def choice(name: str, value, allowed: tuple) -> str:
 
 def discretizer(value) -> str:
     """Check the ``discretizer`` argument."""
+    from keras_lmu.legendre import DISCRETIZERS  # (legendre checks its arguments here)
+
     return choice("discretizer", value, DISCRETIZERS)
 
 
@@ -143,6 +143,8 @@ def warn_if_euler_unstable(layer_name: str, order: int, theta: float) -> None:
     blows up over sequences long enough), and a trainable theta may cross the bound
     during training (which is not checked).
     """
+    from keras_lmu.legendre import euler_stability_bound
+
     bound = euler_stability_bound(order)
     if theta < bound:
         warnings.warn(

@@ -122,3 +122,46 @@ def test_truncation_length_drops_only_a_negligible_tail():
 def test_euler_stability():
     assert legendre.euler_is_stable(8, 200.0)
     assert not legendre.euler_is_stable(256, 784.0)
+
+
+@pytest.mark.parametrize("order", [1, 4, 64, 256, 1024])
+def test_euler_stability_bound_separates_stable_from_unstable(order):
+    """``euler_is_stable`` says what ``euler_stability_bound`` says, and (up to order
+    256, where the eigenvalues of ``A`` computed in float64 are accurate) what the
+    spectral radius of ``I + A / theta`` says on either side of the bound."""
+    bound = legendre.euler_stability_bound(order)
+    A, _ = legendre.continuous_system(order)
+    for factor, stable in ((0.99, False), (1.01, True)):
+        theta = factor * bound
+        assert legendre.euler_is_stable(order, theta) is stable
+        if order <= 256:
+            radius = np.max(np.abs(np.linalg.eigvals(np.eye(order) + A / theta)))
+            assert bool(radius <= 1.0) == stable, (order, factor, radius)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: legendre.continuous_system(2.5), "order must be a positive integer, got 2.5"),
+        (lambda: legendre.continuous_system(0), "order must be a positive integer, got 0"),
+        (lambda: legendre.discrete_system(4, 0), "theta must be a finite positive number"),
+        (lambda: legendre.discrete_system(4, float("nan")), "theta must be a finite positive"),
+        (lambda: legendre.discrete_system(4, -3.0, "euler"), "theta must be a finite positive"),
+        (lambda: legendre.discrete_system(4, 5.0, "bilinear"), "discretizer must be one of"),
+        (lambda: legendre.euler_is_stable(4, 0.0), "theta must be a finite positive number"),
+        (lambda: legendre.impulse_response(np.eye(2), np.ones(2), -1), "steps must be at least 0"),
+        (lambda: legendre.truncation_length(np.ones((3, 2)), -1.0), "tolerance must be a number"),
+        (lambda: legendre.truncation_length(np.ones((3, 2)), float("nan")), "tolerance must be"),
+        (lambda: legendre.truncation_length(np.ones((0, 2)), 0.1), "at least one step"),
+        (lambda: legendre.legendre_basis(4, 10.0, [-1.0, 5.0]), r"delays must lie in \[0, theta\]"),
+        (lambda: legendre.decode_window(np.ones(4), 10.0, [0.0, 12.5]), "got 12.5 \\(1 outside\\)"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_window_ends_are_valid_delays():
+    basis = legendre.legendre_basis(3, 7.0, [0.0, 7.0])
+    np.testing.assert_allclose(basis, [[1.0, -1.0, 1.0], [1.0, 1.0, 1.0]])
