@@ -88,6 +88,13 @@ class LMUFeedforward(LegendreMemory):
         seed=None,
         **kwargs,
     ):
+        if kwargs.pop("hidden_to_memory", False):
+            raise ValueError(
+                "LMUFeedforward has no hidden_to_memory: its memory is computed from the "
+                "input alone, before the hidden layer; use LMU or "
+                "keras.layers.RNN(LMUCell(...)), which run step by step with it, got "
+                "hidden_to_memory=True"
+            )
         super().__init__(
             memory_d,
             order,

@@ -76,6 +76,15 @@ def test_feedforward_refuses_recurrent_dropout():
         construct("LMUFeedforward", memory_to_memory=True, recurrent_dropout=0.1)
 
 
+def test_feedforward_refuses_hidden_to_memory():
+    """A hidden state fed back to the memory needs the step-by-step form."""
+    hidden = keras.layers.Dense(3)
+    with pytest.raises(ValueError, match="LMUFeedforward has no hidden_to_memory"):
+        construct("LMUFeedforward", hidden_cell=hidden, hidden_to_memory=True)
+    layer = construct("LMUFeedforward", hidden_cell=hidden, hidden_to_memory=False)
+    assert "hidden_to_memory" not in layer.get_config()
+
+
 @pytest.mark.parametrize("cls", ["LMU", "LMUFeedforward"])
 @pytest.mark.parametrize("shape", [(4, 3), (2, 4, 3, 1)])
 def test_inputs_must_be_three_dimensional(cls, shape):
