@@ -188,6 +188,7 @@ class LegendreMemory(keras.layers.Layer):
                 shape=(),
                 initializer=_exact_constant(1.0 / self._init_theta),
                 constraint=keras.constraints.NonNeg(),
+                autocast=False,  # the discretization's input: float32 in mixed precision
             )
         if self.memory_to_memory:
             self.recurrent_kernel = self.add_weight(
@@ -195,12 +196,18 @@ class LegendreMemory(keras.layers.Layer):
                 shape=(self.memory_d * self.order, self.memory_d),
                 initializer=self.recurrent_initializer,
                 regularizer=self.recurrent_regularizer,
+                autocast=False,  # part of the memory's linear recurrence
             )
         A, B = legendre.continuous_system(self.order)
+        # Read inside ``call``, Keras would round these to a 16-bit compute dtype.
         if self.trainable_A:
-            self.A = self.add_weight(name="A", shape=A.shape, initializer=_exact_constant(A))
+            self.A = self.add_weight(
+                name="A", shape=A.shape, initializer=_exact_constant(A), autocast=False
+            )
         if self.trainable_B:
-            self.B = self.add_weight(name="B", shape=B.shape, initializer=_exact_constant(B))
+            self.B = self.add_weight(
+                name="B", shape=B.shape, initializer=_exact_constant(B), autocast=False
+            )
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer

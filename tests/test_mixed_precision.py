@@ -50,3 +50,21 @@ def test_mixed_precision_trains_and_stays_close_to_float32(rng, policy, name):
     losses = [float(model.train_on_batch(x, y)) for _ in range(3)]
     assert np.all(np.isfinite(losses)), losses
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
+@pytest.mark.parametrize("theta", [500.0, 1e6])
+def test_trainable_theta_is_discretized_from_its_float32_value(rng, policy, theta):
+    """Keras rounds a variable read in ``call`` to the 16-bit compute dtype unless it is
+    made with ``autocast=False``: ``1 / theta`` rounded to float16 is a window 0.04%
+    shorter at theta 500 (and 1.3% at 1e6, a subnormal float16), whose memory differs
+    by about 1e-2 after 400 steps. The memory's weights are read in float32."""
+    x = rng.uniform(-1, 1, (2, 400, 1)).astype("float32")
+    outputs = {}
+    for trainable in (False, True):
+        layer = keras_lmu.LMUFeedforward(
+            1, 64, theta, None, kernel_initializer=None, trainable_theta=trainable
+        )
+        outputs[trainable] = keras.ops.convert_to_numpy(layer(x)).astype("float32")
+    error = np.max(np.abs(outputs[True] - outputs[False])) / np.max(np.abs(outputs[False]))
+    assert error < 1e-3, error  # 1.4e-2 (float16) and 2e-2 (bfloat16) when rounded
