@@ -235,7 +235,7 @@ def test_parser_defaults():
         (["--series", "2"], "--series: expected an integer >= 3"),
         (["--steps", "15"], "--steps: expected an integer >= 16"),
         (["--epochs", "0"], "--epochs: expected a positive integer"),
-        (["--seed", "-1"], "--seed: expected an integer >= 0"),
+        (["--seed", "-1"], "--seed: expected an integer in [0, 2**32 - 1]"),
         (["--learning-rate", "0"], "--learning-rate: expected a positive number"),
     ],
 )
