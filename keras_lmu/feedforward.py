@@ -246,7 +246,9 @@ class LMUFeedforward(LegendreMemory):
             and not self._hidden_is_rnn_cell
             and (mask is None or initial_memory is None)
         ):
-            return self._last_output(inputs, encoded, initial_memory, mask, training)
+            return self._last_output(
+                inputs, encoded, initial_memory, mask, training, zero_output_for_mask
+            )
         elif mask is not None:
             memory, final_memory = self._masked_memories(encoded, initial_memory, mask)
         else:
@@ -260,13 +262,16 @@ class LMUFeedforward(LegendreMemory):
         )
         return output, [final_memory] + hidden_states
 
-    def _last_output(self, inputs, encoded, initial_memory, mask, training):
+    def _last_output(
+        self, inputs, encoded, initial_memory, mask, training, zero_output_for_mask=False
+    ):
         """The output and states of the last step alone, from only the last memory.
 
         Under a mask (without an initial memory) the unmasked steps are gathered to
         the end of the sequence, the masked ones zeroed before them: the last memory
         of that sequence is the masked sequence's, and the output is computed from the
-        input of its last unmasked step (zeros where every step is masked).
+        input of its last unmasked step (zeros where every step is masked, and with
+        ``zero_output_for_mask`` where the last step is; the state keeps it).
         """
         last_input = inputs[:, -1]
         if mask is not None:
@@ -278,6 +283,9 @@ class LMUFeedforward(LegendreMemory):
         if mask is not None:
             output = ops.where(last >= 0, output, ops.zeros((), output.dtype))
         hidden_states = [output] if self.hidden_cell is not None else []
+        if mask is not None and zero_output_for_mask:
+            shown = ops.expand_dims(ops.cast(mask[:, -1], "bool"), -1)
+            output = ops.where(shown, output, ops.zeros((), output.dtype))
         return output, [final_memory] + hidden_states
 
     def _masked_memories(self, encoded, initial_memory, mask):
@@ -504,11 +512,12 @@ class LMUFeedforward(LegendreMemory):
         """Outputs and final hidden states from the whole memory sequence."""
         if self._hidden_is_rnn_cell:
             cell = self.hidden_cell
-            # Keras's JAX loop repeats the first state at masked steps, taking it to be
-            # the previous output; a StackedRNNCells outputs another state (a shape error
-            # there): its outputs are held here, the same way on every backend.
+            # Under a mask, the outputs of masked steps are held here, the same way on
+            # every backend: Keras's JAX loop repeats the first state at masked steps
+            # before the first unmasked one (the initial state, where Keras's other
+            # loops give zeros), and a StackedRNNCells outputs another state.
             output_index = output_state_index(cell)
-            hold_outputs = mask is not None and not zero_output_for_mask and output_index != 0
+            hold_outputs = mask is not None and not zero_output_for_mask
             self.hidden_rnn.zero_output_for_mask = zero_output_for_mask or hold_outputs
             hidden_input = memory
             if self.input_to_hidden:
@@ -522,17 +531,20 @@ class LMUFeedforward(LegendreMemory):
             states = flatten_states(states)
             if hold_outputs:
                 if self.return_sequences:
-                    before_any = None if hidden_states is None else hidden_states[output_index]
-                    output = lmu_ops.hold_masked_steps(output, mask, initial=before_any)
-                else:  # the output of the last unmasked step, held in the states
-                    output = states[output_index]
+                    output = lmu_ops.hold_masked_steps(output, mask)
+                else:  # the output of the last unmasked step (held in the states), if any
+                    any_step = ops.any(ops.cast(mask, "bool"), axis=1, keepdims=True)
+                    held = states[output_index]
+                    output = ops.where(any_step, held, ops.zeros((), held.dtype))
             return output, states
         outputs = self._stateless_hidden(memory, inputs, training)
         last = outputs[:, -1]
         if mask is not None:
             last = lmu_ops.hold_masked_steps(outputs, mask)[:, -1]
             outputs = lmu_ops.hold_masked_steps(outputs, mask, zero_output_for_mask)
-        output = outputs if self.return_sequences else last
+        # The last step's output: zero where it is masked with zero_output_for_mask (as
+        # in Keras's RNN layers); the state keeps the last unmasked step's output.
+        output = outputs if self.return_sequences else outputs[:, -1]
         if self.hidden_cell is None:
             return output, []
         if mask is not None and hidden_states:

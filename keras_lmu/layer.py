@@ -486,13 +486,15 @@ class _LMURNN(keras.layers.RNN):
             shown = ops.where(keep, output, no_output) if self.zero_output_for_mask else held
             return shown, new_states + [held]
 
-        _, outputs, states = self._loop_carrying(
+        last_output, outputs, states = self._loop_carrying(
             random_state,
             step,
             ops.concatenate([sequences, keep], axis=-1),
             list(initial_state) + [no_output],
         )
-        return states[-1], outputs, states[:-1]
+        # The last step's output: zero where it is masked with zero_output_for_mask, as
+        # in Keras's RNN layers (the held output stays in the states).
+        return last_output, outputs, states[:-1]
 
     def _random_state_variables(self, training) -> list:
         """On JAX in training, the states of the seed generators of the hidden layers that

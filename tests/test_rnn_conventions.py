@@ -169,14 +169,17 @@ def test_go_backwards_processes_the_reversed_sequence(rng, name, options, form):
     assert_close(backwards(x), layer(x[:, ::-1]))
 
 
-def masked_reference(layer, x, mask, zero_output_for_mask=False):
-    """Unmasked steps give the outputs of the layer on the unmasked steps alone;
-    masked steps repeat the previous output (zeros before the first)."""
+def masked_reference(layer, x, mask, zero_output_for_mask=False, initial_state=None):
+    """Unmasked steps give the outputs of the layer on the unmasked steps alone (from
+    ``initial_state``); masked steps repeat the previous output (zeros before the
+    first unmasked step, an initial state or not), or are zero with
+    ``zero_output_for_mask``. Also returns the output of a layer that returns only the
+    last step's: that step's, as in Keras's RNN layers."""
     outputs = np.zeros((x.shape[0], x.shape[1], layer.compute_output_shape(x.shape)[-1]))
-    finals = []
     for b in range(x.shape[0]):
         kept = np.flatnonzero(mask[b])
-        compact = numpy(layer(x[b : b + 1, kept]))[0]
+        initial = None if initial_state is None else [s[b : b + 1] for s in initial_state]
+        compact = numpy(layer(x[b : b + 1, kept], initial_state=initial))[0]
         previous = np.zeros(outputs.shape[-1])
         j = 0
         for t in range(x.shape[1]):
@@ -186,23 +189,62 @@ def masked_reference(layer, x, mask, zero_output_for_mask=False):
                 outputs[b, t] = previous
             else:
                 outputs[b, t] = 0 if zero_output_for_mask else previous
-        finals.append(previous)
-    return outputs, np.stack(finals)
+    return outputs, outputs[:, -1]
+
+
+def assert_close_to(actual, expected):
+    """``actual`` within ``TOLERANCE`` of ``expected``, relative to its largest value or
+    1 (outputs under a mask may be all zero)."""
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(numpy(actual), expected, atol=TOLERANCE * scale, rtol=0)
+
+
+def mask_with_every_kind_of_step(rng, shape):
+    """A random mask, with masked steps at the start of one sequence and at the end of
+    another (every sequence keeps an unmasked step)."""
+    mask = rng.uniform(size=shape) > 0.35
+    mask[0, :2] = False
+    mask[1, -2:] = False
+    mask[:, shape[1] // 2] = True
+    return mask
 
 
 @pytest.mark.parametrize("zero_output_for_mask", [False, True])
 @pytest.mark.parametrize("name, options, form", CONFIGS)
 def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
     layer, x, copy = build_pair(options, rng, return_sequences=True)
-    mask = rng.uniform(size=x.shape[:2]) > 0.35
-    mask[:, 0] = True  # a leading masked step depends on conventions for the initial output
-    expected, finals = masked_reference(layer, x, mask, zero_output_for_mask)
+    mask = mask_with_every_kind_of_step(rng, x.shape[:2])
+    expected, last_expected = masked_reference(layer, x, mask, zero_output_for_mask)
     masked = copy(zero_output_for_mask=zero_output_for_mask)
     masked.set_weights(layer.get_weights())
-    assert_close(masked(x, mask=mask), expected)
-    last = copy(return_sequences=False)
+    assert_close_to(masked(x, mask=mask), expected)
+    last = copy(return_sequences=False, zero_output_for_mask=zero_output_for_mask)
     last.set_weights(layer.get_weights())
-    assert_close(last(x, mask=mask), finals)
+    assert_close_to(last(x, mask=mask), last_expected)
+
+
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+@pytest.mark.parametrize("name, options, form", CONFIGS)
+def test_masks_after_an_initial_state(rng, name, options, form, zero_output_for_mask):
+    """From an initial state, masked steps before the first unmasked one output zeros
+    too, in every form and on every backend (Keras's JAX loop would repeat the initial
+    state there, its other loops zeros)."""
+    layer, x, copy = build_pair(options, rng, return_sequences=True, return_state=True)
+    _, *states = layer(x[:, ::-1])  # some nonzero states to start from
+    states = [numpy(state) for state in states]
+    plain = copy(return_sequences=True, return_state=False)
+    plain.set_weights(layer.get_weights())
+    mask = mask_with_every_kind_of_step(rng, x.shape[:2])
+    expected, last_expected = masked_reference(plain, x, mask, zero_output_for_mask, states)
+    for return_sequences, wanted in ((True, expected), (False, last_expected)):
+        masked = copy(
+            return_sequences=return_sequences,
+            return_state=False,
+            zero_output_for_mask=zero_output_for_mask,
+        )
+        masked.set_weights(layer.get_weights())
+        assert_close_to(masked(x, mask=mask, initial_state=states), wanted)
 
 
 @pytest.mark.parametrize("padding", ["holes", "after"])
@@ -356,18 +398,18 @@ def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer, s
     assert np.all(np.isfinite(losses))
 
 
-def test_stacked_hidden_cells_hold_the_initial_output_at_leading_masked_steps(rng):
+def test_stacked_hidden_cells_after_given_states_and_leading_masked_steps(rng):
     """In the parallel form, a hidden StackedRNNCells continuing from given states
-    repeats its initial output (its last cell's state) at masked steps before the first
-    unmasked one, as Keras's JAX loop does for one cell, and then continues as if the
-    masked steps were not there."""
+    outputs zeros at masked steps before the first unmasked one (as the step-by-step
+    loop does; Keras's JAX loop would repeat an initial state there), and then
+    continues as if the masked steps were not there."""
     layer, x, _ = build_pair(dict(hidden="stacked"), rng, return_sequences=True, return_state=True)
     _, *states = layer(x[:, :5])
     mask = np.ones(x[:, 5:].shape[:2], bool)
     mask[:, :3] = False
     output, *final = layer(x[:, 5:], initial_state=states, mask=mask)
-    initial_output = numpy(states[-1])  # [memory, h1, h2, h3]: h3 is the stack's output
-    assert_close(output[:, :3], np.repeat(initial_output[:, None], 3, axis=1))
+    assert np.abs(numpy(states[-1])).max() > 0  # [memory, h1, h2, h3]: h3, the output
+    assert np.all(numpy(output[:, :3]) == 0)
     unmasked, *unmasked_final = layer(x[:, 8:], initial_state=states)
     assert_close(output[:, 3:], unmasked)
     for state, expected in zip(final, unmasked_final, strict=True):
