@@ -153,6 +153,8 @@ class LMUFeedforward(LegendreMemory):
         elif self.hidden_cell is not None and not self.hidden_cell.built:
             self.hidden_cell.build(hidden_input[::2])
         self._built_steps = steps
+        # Keras then checks the number of features of every input, naming the layer.
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_d})
         self.built = True
 
     def compute_output_shape(self, input_shape):

@@ -321,6 +321,8 @@ class LMU(keras.layers.Layer):
                     "input one, e.g. keras.Input((steps, features), batch_size=32)"
                 )
             self._create_state_variables(batch)
+        # Keras then checks the number of features of every input, naming the layer.
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_d})
         self.built = True
 
     @tracking.no_automatic_dependency_tracking
@@ -352,8 +354,10 @@ class LMU(keras.layers.Layer):
             mask = None if mask is None else ops.flip(mask, axis=1)
         if initial_state is None and self.stateful:
             initial_state = [ops.convert_to_tensor(state) for state in self.states]
+            self._check_batch(inputs, initial_state[0], "this stateful LMU's states")
         elif initial_state is not None:
             initial_state = self._check_initial_state(initial_state)
+            self._check_batch(inputs, initial_state[0], "initial_state")
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if isinstance(self.layer, LMUFeedforward):
@@ -375,6 +379,20 @@ class LMU(keras.layers.Layer):
         if self.return_state:
             return [output, *states]
         return output
+
+    def _check_batch(self, inputs, state, what: str):
+        """Raise if the inputs and ``state`` have different known batch sizes."""
+        batch, state_batch = inputs.shape[0], state.shape[0]
+        if batch is not None and state_batch is not None and batch != state_batch:
+            raise ValueError(
+                f"{self.name} received inputs of batch size {batch}, but {what} has batch "
+                f"size {state_batch}"
+                + (
+                    ": a stateful LMU keeps the batch size it was built with"
+                    if self.stateful
+                    else ""
+                )
+            )
 
     def _check_initial_state(self, initial_state) -> list:
         states = (

@@ -76,6 +76,32 @@ def test_feedforward_refuses_recurrent_dropout():
         construct("LMUFeedforward", memory_to_memory=True, recurrent_dropout=0.1)
 
 
+@pytest.mark.parametrize("cls", ["LMU", "LMUFeedforward"])
+def test_inputs_with_another_number_of_features_are_refused_clearly(cls):
+    layer = construct(cls)
+    layer(np.zeros((2, 6, 3), "float32"))
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 3"):
+        layer(np.zeros((2, 6, 4), "float32"))
+
+
+def test_states_of_another_batch_size_are_refused_clearly():
+    layer = keras_lmu.LMU(1, 4, 5.0, keras.layers.SimpleRNNCell(3))
+    x = np.zeros((2, 6, 3), "float32")
+    with pytest.raises(ValueError, match="batch size 2, but initial_state has batch size 3"):
+        layer(x, initial_state=[np.zeros((3, 4), "float32"), np.zeros((3, 3), "float32")])
+    inputs = keras.Input((6, 3), batch_size=2)
+    stateful = keras_lmu.LMU(1, 4, 5.0, None, stateful=True)
+    keras.Model(inputs, stateful(inputs))
+    with pytest.raises(ValueError, match="keeps the batch size it was built with"):
+        stateful(np.zeros((4, 6, 3), "float32"))
+
+
+@pytest.mark.parametrize("hidden", [keras.layers.LSTM(4), keras.layers.SimpleRNN(4)])
+def test_hidden_layer_with_its_own_loop_is_refused(hidden):
+    with pytest.raises(TypeError, match="hidden_cell must be an RNN cell .* not the layer"):
+        construct("LMU", hidden_cell=hidden)
+
+
 def test_feedforward_refuses_hidden_to_memory():
     """A hidden state fed back to the memory needs the step-by-step form."""
     hidden = keras.layers.Dense(3)
