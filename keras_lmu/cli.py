@@ -533,14 +533,8 @@ def run_nengo_demo(args: argparse.Namespace) -> int:
     if not _is_installed("nengo"):
         print(f"error: nengo-demo needs Nengo: {NENGO_INSTALL_HINT}", file=sys.stderr)
         return 1
-    plots, problem = _load_plots()
+    plots, path = _plots_and_figure_path("nengo-demo", args.out)
     if plots is None:
-        print(f"error: {problem}; nengo-demo needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
-        return 1
-    path = Path(args.out)
-    problem = _figure_file_problem(path, plots)
-    if problem:
-        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
         return 1
     import nengo
 
@@ -670,6 +664,22 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _plots_and_figure_path(command: str, out: str):
+    """``(keras_lmu.plots, Path(out))`` for a command that draws one figure to ``out``;
+    ``(None, None)``, after printing why, when matplotlib is missing or the figure
+    cannot be written there."""
+    plots, problem = _load_plots()
+    if plots is None:
+        print(f"error: {problem}; {command} needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
+        return None, None
+    path = Path(out)
+    problem = _figure_file_problem(path, plots)
+    if problem:
+        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
+        return None, None
+    return plots, path
+
+
 def _figure_file_problem(path: Path, plots) -> str | None:
     """Why a figure cannot be written at ``path`` (an extension matplotlib does not
     write, a folder that cannot be made), or None; makes the folder."""
@@ -691,14 +701,8 @@ def _figure_file_problem(path: Path, plots) -> str | None:
 
 def run_plot_basis(args: argparse.Namespace) -> int:
     """Draw the figure of ``keras-lmu plot-basis``; return the exit status."""
-    plots, problem = _load_plots()
+    plots, path = _plots_and_figure_path("plot-basis", args.out)
     if plots is None:
-        print(f"error: {problem}; plot-basis needs it: {PLOTS_INSTALL_HINT}", file=sys.stderr)
-        return 1
-    path = Path(args.out)
-    problem = _figure_file_problem(path, plots)
-    if problem:
-        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
         return 1
     try:
         plots.make_basis_figure(path, args.order, args.theta)
@@ -762,17 +766,14 @@ def run_demo(args: argparse.Namespace) -> int:
     """
     import keras
 
-    from keras_lmu.psmnist import load_splits
+    from keras_lmu.psmnist import load_splits, make_output_folder
 
     splits = load_splits(args.train_size)
     if splits is None:
         return 1
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+    if not make_output_folder(out):
         return 1
     plots, problem = _load_plots()
     if plots is None:

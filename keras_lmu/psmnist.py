@@ -345,6 +345,17 @@ def load_splits(train_size: int):
     return (x_train[:train_size], y_train[:train_size]), validation, test
 
 
+def make_output_folder(out: Path) -> bool:
+    """Make the folder ``out`` (and its parents); False, after printing why, if it
+    cannot be made."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def train_arguments_problem(args) -> str | None:
     """What is wrong with the options of ``keras-lmu psmnist train`` together (the
     parser checks each on its own), or None."""
@@ -378,10 +389,7 @@ def train(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+    if not make_output_folder(out):
         return 1
     splits = load_splits(args.train_size)
     if splits is None:
