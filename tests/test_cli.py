@@ -295,7 +295,7 @@ def test_command_backend_order():
     assert command_backend.command_backend([], {}, lambda name: False) is None
 
 
-@pytest.mark.skipif(not cli._is_installed("jax"), reason="needs JAX")
+@pytest.mark.skipif(BACKEND != "jax", reason="runs JAX in subprocesses: once, in the JAX run")
 def test_command_runs_where_keras_default_backend_is_missing(tmp_path):
     """Where TensorFlow, Keras's default backend, is not installed (here: hidden from
     imports) and KERAS_BACKEND is unset, ``python -m keras_lmu`` and the ``keras-lmu``
