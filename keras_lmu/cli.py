@@ -599,11 +599,7 @@ def _ensure_backend(requested: str | None, argv: list[str]) -> int:
     ``KERAS_BACKEND`` set to it; returns 1 (after printing why) when it cannot
     be used.
     """
-    wanted = (
-        requested
-        or os.environ.get("KERAS_BACKEND")
-        or command_backend.first_installed(_is_installed)
-    )
+    wanted = requested or command_backend.command_backend([], os.environ, _is_installed)
     if wanted is None:
         print(
             "error: no Keras backend is installed; install one of: " + ", ".join(BACKENDS),

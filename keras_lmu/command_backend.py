@@ -85,8 +85,8 @@ def set_for_command() -> None:
     if "keras" in sys.modules or not runs_as_command():
         return
     wanted = command_backend(sys.argv[1:], os.environ)
-    if wanted in BACKENDS and is_installed(wanted):
-        os.environ["KERAS_BACKEND"] = wanted
-    elif "KERAS_BACKEND" not in os.environ and first_installed() is not None:
+    if wanted not in BACKENDS or not is_installed(wanted):
         # Keras must load some installed backend for the command to report the error.
-        os.environ["KERAS_BACKEND"] = first_installed()
+        wanted = None if "KERAS_BACKEND" in os.environ else first_installed()
+    if wanted is not None:
+        os.environ["KERAS_BACKEND"] = wanted

@@ -356,6 +356,11 @@ def make_output_folder(out: Path) -> bool:
     return True
 
 
+def dropout_rates(args) -> list[float]:
+    """The parallel model's dropout rates: ``--dropout``, else the default ones."""
+    return list(args.dropout if args.dropout is not None else PARALLEL_DROPOUT)
+
+
 def train_arguments_problem(args) -> str | None:
     """What is wrong with the options of ``keras-lmu psmnist train`` together (the
     parser checks each on its own), or None."""
@@ -363,7 +368,7 @@ def train_arguments_problem(args) -> str | None:
 
     if args.model != "parallel":
         return None
-    dropout = list(args.dropout) if args.dropout is not None else list(PARALLEL_DROPOUT)
+    dropout = dropout_rates(args)
     if len(dropout) not in (1, len(args.units)):
         given = "--dropout" if args.dropout is not None else "the default --dropout"
         return (
@@ -419,7 +424,7 @@ def train(args) -> int:
         )
         config = {"units": LSTM_UNITS}
     else:
-        dropout = list(args.dropout if args.dropout is not None else PARALLEL_DROPOUT)
+        dropout = dropout_rates(args)
         model = build_parallel_model(
             order=args.order,
             units=args.units,
