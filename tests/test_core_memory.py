@@ -729,7 +729,7 @@ def test_measured_rule_for_memory_to_memory():
             lmu = keras_lmu.LMU(
                 1, order, 5.0, None, memory_to_memory=True, trainable_theta=trainable
             )
-            lmu(x)
+            lmu.build(x.shape)  # the form is picked when the layer is built
             parallel = isinstance(lmu.layer, keras_lmu.LMUFeedforward)
             assert parallel == (order <= limit), (order, trainable)
             assert parallel == lmu.uses_parallel_form()
@@ -752,7 +752,7 @@ def test_auto_conv_mode_follows_measured_rule(order, memory_d, memory_to_memory,
     lmu = keras_lmu.LMU(
         memory_d, order, 5.0, None, memory_to_memory=memory_to_memory, return_sequences=True
     )
-    lmu(np.zeros((1, steps, 1), "float32"))
+    lmu.build((1, steps, 1))  # the form is picked when the layer is built
     size = order * (memory_d if memory_to_memory else 1)
     limit = layer_module.DIRECT_CONVOLUTION_MAX_STEPS[keras.backend.backend()]
     if keras.backend.backend() == "jax" and memory_d > 1:
@@ -787,6 +787,6 @@ def test_auto_conv_mode_keeps_the_fft_longer_for_larger_states(
     ``order**2 / 32`` steps (memory_d 1); TensorFlow beyond ``order**2 / 64``; JAX
     at any length."""
     lmu = keras_lmu.LMU(1, order, 5.0, None, return_sequences=True)
-    lmu(np.zeros((1, steps, 1), "float32"))
+    lmu.build((1, steps, 1))  # the form is picked when the layer is built
     expected = {"torch": torch_mode, "tensorflow": tensorflow_mode}
     assert lmu.layer.conv_mode == expected.get(keras.backend.backend(), "scan")

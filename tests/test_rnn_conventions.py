@@ -479,8 +479,8 @@ def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
 ):
     """On PyTorch the cell calls its hidden layer's ``call`` directly, and ``LMU`` its
     cell's (``hidden_cells.calls_directly``): outputs, and weights after a training
-    step with dropout, as through ``Layer.__call__``. Elsewhere both runs take
-    ``__call__``."""
+    step with dropout, as through ``Layer.__call__``. Elsewhere the cell takes
+    ``__call__`` (one run, which must not ask ``calls_directly``)."""
     x = rng.uniform(-1, 1, (3, 9, 2))
     y = rng.uniform(-1, 1, (3, 3))
     calls_directly = hidden_cells.calls_directly
@@ -495,7 +495,7 @@ def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
 
     results = []
     initial = None
-    for rule in (recording, never):
+    for rule in (recording, never) if BACKEND == "torch" else (recording,):
         monkeypatch.setattr(hidden_cells, "calls_directly", rule)
         monkeypatch.setattr(cell_module, "calls_directly", rule)
         keras.utils.set_random_seed(1)
@@ -522,6 +522,7 @@ def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
         model.train_on_batch(x, y)
         results.append([outputs] + [numpy(w) for w in model.weights])
     assert any(taken) == (BACKEND == "torch")
-    assert not all(map(np.allclose, results[1][1:], initial))  # the step changed weights
-    for direct, through_call in zip(*results, strict=True):
-        assert_close(direct, through_call)
+    assert not all(map(np.allclose, results[-1][1:], initial))  # the step changed weights
+    if BACKEND == "torch":
+        for direct, through_call in zip(*results, strict=True):
+            assert_close(direct, through_call)
