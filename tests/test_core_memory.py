@@ -723,13 +723,12 @@ def test_measured_rule_for_memory_to_memory():
     from keras_lmu import layer as layer_module
 
     limit = layer_module.PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE[keras.backend.backend()]
-    x = np.zeros((1, 6, 2), "float32")
     for order in (limit, limit + 1):
         for trainable in (False, True):
             lmu = keras_lmu.LMU(
                 1, order, 5.0, None, memory_to_memory=True, trainable_theta=trainable
             )
-            lmu.build(x.shape)  # the form is picked when the layer is built
+            lmu.build((1, 6, 2))  # the form is picked when the layer is built
             parallel = isinstance(lmu.layer, keras_lmu.LMUFeedforward)
             assert parallel == (order <= limit), (order, trainable)
             assert parallel == lmu.uses_parallel_form()
