@@ -423,7 +423,8 @@ class LMU(keras.layers.Layer):
         size = self._template._hidden_output_size(input_d)
         output = (batch, steps, size) if self.return_sequences else (batch, size)
         if self.return_state:
-            return [output] + [(batch, state) for state in self.state_size]
+            # A tuple, as Keras's RNN layers return (Bidirectional adds tuples to it).
+            return (output, *[(batch, state) for state in self.state_size])
         return output
 
     def compute_mask(self, inputs, mask=None):

@@ -453,6 +453,32 @@ def test_bidirectional_trains_saves_and_loads(rng, tmp_path, name, options, form
     assert bidirectional.forward_layer.zero_output_for_mask
 
 
+@pytest.mark.parametrize("name, options, form", CONFIGS[:1] + CONFIGS[5:6])
+def test_bidirectional_returns_each_directions_states(rng, name, options, form):
+    """``Bidirectional(LMU(return_state=True))`` in a functional model (symbolic shapes,
+    as Keras's RNN layers give them) returns the output and then each direction's
+    states, those of an LMU run forward and of one run backward over the sequence."""
+    inp = keras.Input((9, 2), dtype=DTYPE)
+    bidirectional = keras.layers.Bidirectional(make_lmu(options, return_state=True))
+    model = keras.Model(inp, bidirectional(inp))
+    x = rng.uniform(-1, 1, (3, 9, 2))
+    output, *states = model(x)
+    count = len(bidirectional.forward_layer.state_size)
+    assert len(states) == 2 * count
+    for layer, direction_states, reverse in (
+        (bidirectional.forward_layer, states[:count], False),
+        (bidirectional.backward_layer, states[count:], True),
+    ):
+        alone = make_lmu(options, return_state=True)
+        alone(x)
+        alone.set_weights(layer.get_weights())
+        _, *expected = alone(x[:, ::-1] if reverse else x)
+        for state, value in zip(direction_states, expected, strict=True):
+            assert_close(state, value)
+    size = bidirectional.forward_layer.compute_output_shape((None, 9, 2))[0][-1]
+    assert tuple(output.shape) == (3, 2 * size)
+
+
 def test_calls_directly_only_where_layer_call_adds_nothing():
     """``hidden_cells.calls_directly``: a built layer whose ``call`` takes ``training``,
     with the caller's dtype policy and no activity regularizer; else ``__call__``."""
