@@ -230,6 +230,12 @@ class LMUFeedforward(LegendreMemory):
         initial_state
             Optional ``[memory, *hidden_states]`` to continue from; the memory's
             free response ``A_bar^(t+1) m_0`` is added to the parallel result.
+
+        Returns
+        -------
+        tuple
+            The output and ``[memory, *hidden_states]``, the final memory in
+            :attr:`memory_dtype` (float32 under mixed precision).
         """
         validation.sequence_and_mask(self.name, inputs, mask)
         if training and self.dropout > 0:
@@ -255,10 +261,9 @@ class LMUFeedforward(LegendreMemory):
             memory, final_memory = self._masked_memories(encoded, initial_memory, mask)
         else:
             memory = self._all_memories(encoded, initial_memory)
-        memory = ops.cast(memory, self.compute_dtype)
         if final_memory is None:  # the last step's memory, held there under a mask
             final_memory = memory[:, -1]
-        final_memory = ops.cast(final_memory, self.compute_dtype)
+        memory = ops.cast(memory, self.compute_dtype)
         output, hidden_states = self._hidden_sequence(
             memory, inputs, training, mask, hidden_states, zero_output_for_mask
         )
@@ -280,8 +285,10 @@ class LMUFeedforward(LegendreMemory):
             encoded = lmu_ops.gather_unmasked_steps(encoded, mask, at_end=True)
             last = lmu_ops.last_unmasked_index(mask)[:, -1:]  # (batch, 1), -1 if none
             last_input = lmu_ops.gather_steps(inputs, ops.maximum(last, 0))[:, 0]
-        final_memory = ops.cast(self._last_memory(encoded, initial_memory), self.compute_dtype)
-        output = self._stateless_hidden(final_memory, last_input, training)
+        final_memory = self._last_memory(encoded, initial_memory)
+        output = self._stateless_hidden(
+            ops.cast(final_memory, self.compute_dtype), last_input, training
+        )
         if mask is not None:
             output = ops.where(last >= 0, output, ops.zeros((), output.dtype))
         hidden_states = [output] if self.hidden_cell is not None else []

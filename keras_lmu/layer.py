@@ -14,7 +14,7 @@ from keras.src.utils import tracking
 from keras_lmu import hidden_cells, validation
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
-from keras_lmu.memory import LegendreMemory, assign_saved_variables
+from keras_lmu.memory import LegendreMemory, assign_saved_variables, memory_dtype_for
 
 # The rules below come from training-step times measured on a 2-core CPU with
 # ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
@@ -313,6 +313,9 @@ class LMU(keras.layers.Layer):
                 return_state=True,
                 dtype=self.dtype_policy,
             )
+            # This layer's own call has converted the inputs already; a second
+            # conversion would round the initial memory to the compute dtype.
+            self.layer._convert_input_args = False
             self.layer.build(input_shape)
         if self.stateful:
             if batch is None:
@@ -328,12 +331,17 @@ class LMU(keras.layers.Layer):
     @tracking.no_automatic_dependency_tracking
     def _create_state_variables(self, batch_size: int):
         # Not weights: kept out of get_weights() and saved files, as in keras.layers.RNN.
+        # Read and assigned in their own dtype, also inside the call's autocast scope:
+        # under mixed precision PyTorch's assign would write to a 16-bit copy of the
+        # variable (keras.layers.RNN's states stay zero there), and the memory would be
+        # rounded to 16 bits between calls.
         self.states = [
             keras.Variable(
                 ops.zeros((batch_size, size)),
                 trainable=False,
                 dtype=self.variable_dtype,
                 name="lmu_state",
+                autocast=False,
             )
             for size in self.state_size
         ]
@@ -353,7 +361,7 @@ class LMU(keras.layers.Layer):
             inputs = ops.flip(inputs, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
         if initial_state is None and self.stateful:
-            initial_state = [ops.convert_to_tensor(state) for state in self.states]
+            initial_state = self._in_state_dtypes([state.value for state in self.states])
             self._check_batch(inputs, initial_state[0], "this stateful LMU's states")
         elif initial_state is not None:
             initial_state = self._check_initial_state(initial_state)
@@ -408,7 +416,17 @@ class LMU(keras.layers.Layer):
                 f"{[('batch', size) for size in sizes]} ([memory, *hidden_states]), got "
                 f"shapes {shapes}"
             )
-        return [ops.cast(state, self.compute_dtype) for state in states]
+        return self._in_state_dtypes(states)
+
+    def _in_state_dtypes(self, states: list) -> list:
+        """``[memory, *hidden_states]`` cast to the dtypes the layer carries them in: the
+        memory in :func:`keras_lmu.memory.memory_dtype_for` the compute dtype (float32
+        under mixed precision), the hidden states in the compute dtype."""
+        memory, *hidden_states = states
+        return [
+            ops.cast(memory, memory_dtype_for(self.compute_dtype)),
+            *(ops.cast(state, self.compute_dtype) for state in hidden_states),
+        ]
 
     def load_own_variables(self, store):
         # An LMU has no variables of its own. Keras visits it before its inner layer at
@@ -462,10 +480,30 @@ class _LMURNN(keras.layers.RNN):
     form the loading ``LMU`` picks.
     """
 
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        """``keras.layers.RNN.call``, with the memory carried past its casts of every
+        state to the compute dtype before and after the loop: in its own dtype (float32
+        under mixed precision), as within the loop. Returns the output and the states."""
+        memory = None if initial_state is None else initial_state[0]
+        object.__setattr__(self, "_carried_memory", memory)
+        output, _, *hidden_states = super().call(
+            sequences, initial_state=initial_state, mask=mask, training=training
+        )
+        memory = self._carried_memory
+        object.__setattr__(self, "_carried_memory", None)  # no tensor kept past the call
+        return output, memory, *hidden_states
+
     def inner_loop(self, sequences, initial_state, mask, training=False):
         """Step through the sequence, preparing the step's weights once for all steps."""
+        memory = getattr(self, "_carried_memory", None)
+        if memory is not None:  # the memory as given, not rounded to the compute dtype
+            initial_state = [memory, *initial_state[1:]]
         with self.cell.reuse_step_weights():
-            return self._masked_loop(sequences, initial_state, mask, training)
+            last_output, outputs, states = self._masked_loop(
+                sequences, initial_state, mask, training
+            )
+        object.__setattr__(self, "_carried_memory", states[0])
+        return last_output, outputs, states
 
     def _masked_loop(self, sequences, initial_state, mask, training):
         """Step through the sequence; with a mask, hold states and outputs at masked steps.

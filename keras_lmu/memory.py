@@ -28,6 +28,14 @@ class StepWeights(NamedTuple):
     B_bar: Any
 
 
+def memory_dtype_for(compute_dtype: str) -> str:
+    """dtype of the memory's arithmetic and state for a layer computing in
+    ``compute_dtype``: float32 under mixed precision (float16 or bfloat16 compute),
+    where rounding the memory to 16 bits at every step would accumulate; the compute
+    dtype otherwise."""
+    return "float32" if compute_dtype in ("float16", "bfloat16") else compute_dtype
+
+
 class LegendreMemory(keras.layers.Layer):
     """Base of :class:`LMUCell` and :class:`LMUFeedforward` (not a layer on its own).
 
@@ -231,10 +239,8 @@ class LegendreMemory(keras.layers.Layer):
 
     @property
     def memory_dtype(self) -> str:
-        """dtype of the memory's arithmetic: float32 under mixed precision (float16 or
-        bfloat16 compute), the compute dtype otherwise."""
-        dtype = self.compute_dtype
-        return "float32" if dtype in ("float16", "bfloat16") else dtype
+        """dtype of the memory's arithmetic (:func:`memory_dtype_for` the compute dtype)."""
+        return memory_dtype_for(self.compute_dtype)
 
     @lmu_ops.full_float32_precision()
     def discrete_system(self):

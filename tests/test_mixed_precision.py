@@ -68,3 +68,34 @@ def test_trainable_theta_is_discretized_from_its_float32_value(rng, policy, thet
         outputs[trainable] = keras.ops.convert_to_numpy(layer(x)).astype("float32")
     error = np.max(np.abs(outputs[True] - outputs[False])) / np.max(np.abs(outputs[False]))
     assert error < 1e-3, error  # 1.4e-2 (float16) and 2e-2 (bfloat16) when rounded
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+@pytest.mark.parametrize("name", ["parallel", "recurrent"])
+def test_stateful_streaming_carries_the_float32_memory(rng, policy, name):
+    """A stateful LMU under mixed precision, fed one step per call, carries its states
+    from call to call (PyTorch's assign once wrote to a 16-bit copy, leaving them
+    zero) and its memory in float32, as within one call: the streamed outputs and final
+    memory match one call over the whole sequence."""
+    steps, options = 12, dict(hidden_to_memory=name == "recurrent")
+    x = rng.uniform(-1, 1, (2, steps, 1)).astype("float32")
+
+    def make(**kwargs):
+        return keras_lmu.LMU(
+            1, 8, 10.0, keras.layers.Dense(4), return_sequences=True, **options, **kwargs
+        )
+
+    whole = make(return_state=True)
+    expected, expected_memory, _ = (keras.ops.convert_to_numpy(t) for t in whole(x))
+    assert expected_memory.dtype == np.float32  # returned in the memory's dtype
+    streaming = make(stateful=True)
+    streaming.build((2, 1, 1))
+    streaming.set_weights(whole.get_weights())
+    streamed = np.concatenate(
+        [keras.ops.convert_to_numpy(streaming(x[:, t : t + 1])) for t in range(steps)], axis=1
+    )
+    memory = keras.ops.convert_to_numpy(streaming.states[0].value)
+    assert np.abs(memory).max() > 0
+    np.testing.assert_allclose(memory, expected_memory, rtol=0, atol=1e-6)
+    scale = np.abs(expected).max()
+    assert np.abs(streamed.astype("float32") - expected).max() <= 2e-3 * scale
