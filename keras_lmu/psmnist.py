@@ -154,7 +154,8 @@ def build_parallel_model(
 
     def dropout_seed(layer: int) -> int | None:
         # One seed per dropout layer: layers given the same seed draw the same masks.
-        return None if seed is None else seed * 1000 + layer
+        # Below 2**31, which every backend's seed type holds (PyTorch's is int32).
+        return None if seed is None else (seed * 1000 + layer) % 2**31
 
     if memory_dropout > 0:
         features = keras.layers.Dropout(

@@ -121,6 +121,18 @@ def test_one_dropout_rate_per_hidden_layer():
     assert not model.optimizer.use_ema
 
 
+def test_largest_seed_trains_on_every_backend():
+    """``psmnist train --seed`` takes seeds up to 2**32 - 1; each dropout layer's seed,
+    derived from it, stays in every backend's seed type (PyTorch's int32 overflowed)."""
+    model = psmnist.build_parallel_model(
+        order=8, units=(8,), dropout=(0.1,), seed=2**32 - 1, steps=6, ema_momentum=0
+    )
+    seeds = [layer.seed for layer in model.layers if "dropout" in layer.name]
+    assert len(set(seeds)) == len(seeds) == 2 and all(0 <= s < 2**31 for s in seeds)
+    x, y = np.zeros((4, 6, 1), "float32"), np.zeros((4,), "int32")
+    assert np.all(np.isfinite(model.train_on_batch(x, y)))
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
