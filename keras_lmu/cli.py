@@ -762,14 +762,15 @@ def run_demo(args: argparse.Namespace) -> int:
     """
     import keras
 
-    from keras_lmu.psmnist import load_splits, make_output_folder
+    from keras_lmu.psmnist import load_splits
+    from keras_lmu.training import make_output_folder
 
     splits = load_splits(args.train_size)
     if splits is None:
         return 1
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     out = Path(args.out)
-    if not make_output_folder(out):
+    if not make_output_folder(out, (DEMO_CURVES_FILE, BASIS_FILE)):
         return 1
     plots, problem = _load_plots()
     if plots is None:

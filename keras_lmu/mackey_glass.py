@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from keras_lmu import validation
-from keras_lmu.training import best_weights_callback
+from keras_lmu.training import best_weights_callback, make_output_folder
 
 if TYPE_CHECKING:
     import argparse
@@ -499,13 +498,8 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     out = None if args.out is None else Path(args.out)
-    if out is not None:
-        # Before training, so that a folder that cannot be written fails at once.
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            print(f"error: cannot create the folder {out}: {error}", file=sys.stderr)
-            return 1
+    if out is not None and not make_output_folder(out, (RESULTS_FILE, PLOT_FILE)):
+        return 1
     start = time.perf_counter()
     data = prepare_data(args.series, args.steps, seed=args.seed)
     sizes = split_sizes(args.series)

@@ -50,6 +50,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keras_lmu.training import make_output_folder
+
 if TYPE_CHECKING:
     import keras
     import numpy as np
@@ -346,17 +348,6 @@ def load_splits(train_size: int):
     return (x_train[:train_size], y_train[:train_size]), validation, test
 
 
-def make_output_folder(out: Path) -> bool:
-    """Make the folder ``out`` (and its parents); False, after printing why, if it
-    cannot be made."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
-        return False
-    return True
-
-
 def dropout_rates(args) -> list[float]:
     """The parallel model's dropout rates: ``--dropout``, else the default ones."""
     return list(args.dropout if args.dropout is not None else PARALLEL_DROPOUT)
@@ -395,7 +386,7 @@ def train(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    if not make_output_folder(out):
+    if not make_output_folder(out, (MODEL_FILE, METRICS_FILE, CURVES_FILE)):
         return 1
     splits = load_splits(args.train_size)
     if splits is None:

@@ -6,6 +6,31 @@ backend first.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def make_output_folder(out: Path, files: Sequence[str] = ()) -> bool:
+    """Make the folder ``out`` (and its parents) for the ``files`` an experiment
+    writes there; False, after printing why, if it cannot be made or one of those
+    names is a folder. Called before training, so that its results are not lost at
+    the end."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot create the output folder {out}: {error}", file=sys.stderr)
+        return False
+    for name in files:
+        if (out / name).is_dir():
+            print(
+                f"error: {out / name} is a folder, where the command writes its file {name}; "
+                "remove it or give another --out",
+                file=sys.stderr,
+            )
+            return False
+    return True
+
 
 def best_weights_callback(monitor: str, mode: str):
     """A callback that restores, at the end of training, the weights of the best epoch.

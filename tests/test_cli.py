@@ -428,6 +428,16 @@ def test_run_demo_stops_early_when_the_output_folder_cannot_be_made(monkeypatch,
     assert "Epoch" not in captured.out
 
 
+def test_run_demo_refuses_a_folder_in_place_of_its_figure(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(datasets, "load_psmnist", lambda: _tiny_psmnist())
+    (tmp_path / cli.DEMO_CURVES_FILE).mkdir()
+    args = cli.build_parser().parse_args(["demo", "--train-size", "16", "--out", str(tmp_path)])
+    assert cli.run_demo(args) == 1
+    captured = capsys.readouterr()
+    assert f"error: {tmp_path / cli.DEMO_CURVES_FILE} is a folder" in captured.err
+    assert "Epoch" not in captured.out
+
+
 def test_run_demo_rejects_too_large_train_size(monkeypatch, capsys):
     monkeypatch.setattr(datasets, "load_psmnist", lambda: _tiny_psmnist())
     args = cli.build_parser().parse_args(["demo", "--train-size", "65"])

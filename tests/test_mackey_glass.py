@@ -252,7 +252,16 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys):
     args = cli.build_parser().parse_args(["mackey-glass", "--out", str(blocker / "results")])
     assert mg.run(args) == 1
     captured = capsys.readouterr()
-    assert "error: cannot create the folder" in captured.err and "Epoch" not in captured.out
+    assert "error: cannot create the output folder" in captured.err and "Epoch" not in captured.out
+
+
+def test_a_folder_in_place_of_an_output_file_fails_before_training(tmp_path, capsys):
+    (tmp_path / mg.RESULTS_FILE).mkdir()
+    args = cli.build_parser().parse_args(["mackey-glass", "--out", str(tmp_path)])
+    assert mg.run(args) == 1
+    captured = capsys.readouterr()
+    assert f"error: {tmp_path / mg.RESULTS_FILE} is a folder" in captured.err
+    assert "Epoch" not in captured.out
 
 
 def test_command_prints_the_table(command_run):

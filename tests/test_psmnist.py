@@ -164,6 +164,20 @@ def test_train_reports_an_output_folder_it_cannot_make(monkeypatch, tmp_path, ca
     )
 
 
+@pytest.mark.parametrize("name", [psmnist.MODEL_FILE, psmnist.METRICS_FILE, psmnist.CURVES_FILE])
+def test_train_refuses_a_folder_in_place_of_an_output_file(monkeypatch, tmp_path, capsys, name):
+    """Before the data is read and the model trained, whose results would be lost."""
+
+    def no_data(train_size):
+        raise AssertionError("read the data")
+
+    monkeypatch.setattr(psmnist, "load_splits", no_data)
+    (tmp_path / name).mkdir()
+    status, _ = _run(["psmnist", "train", "--out", str(tmp_path)])
+    assert status == 1
+    assert f"error: {tmp_path / name} is a folder" in capsys.readouterr().err
+
+
 def test_train_without_matplotlib_saves_the_model_and_metrics(monkeypatch, tmp_path, capsys):
     from keras_lmu import command_backend
 
