@@ -599,7 +599,8 @@ def _ensure_backend(requested: str | None, argv: list[str]) -> int:
     ``KERAS_BACKEND`` set to it; returns 1 (after printing why) when it cannot
     be used.
     """
-    wanted = requested or command_backend.command_backend([], os.environ, _is_installed)
+    environ = command_backend.command_environ()
+    wanted = requested or command_backend.command_backend([], environ, _is_installed)
     if wanted is None:
         print(
             "error: no Keras backend is installed; install one of: " + ", ".join(BACKENDS),

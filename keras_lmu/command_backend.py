@@ -78,15 +78,29 @@ def command_backend(
     return requested_backend(argv) or environ.get("KERAS_BACKEND") or first_installed(installed)
 
 
+#: ``$KERAS_BACKEND`` as the command found it, where :func:`set_for_command` replaced it.
+_replaced_environment: dict[str, str] = {}
+
+
+def command_environ() -> dict:
+    """``os.environ`` with ``KERAS_BACKEND`` as the command was started with, before
+    :func:`set_for_command` replaced a backend that Keras cannot load."""
+    return {**os.environ, **_replaced_environment}
+
+
 def set_for_command() -> None:
     """When this interpreter runs the ``keras-lmu`` command and has not imported Keras
-    yet, set ``KERAS_BACKEND`` to the backend the command wants, if it is installed
-    (the command itself reports a backend that is not)."""
+    yet, set ``KERAS_BACKEND`` to the backend the command wants, if it is installed.
+
+    Where it is not (or is no backend at all), Keras must still load an installed one
+    for the command to report the error, not fail on import: ``KERAS_BACKEND`` is then
+    the first installed, and :func:`command_environ` keeps the value it replaced."""
     if "keras" in sys.modules or not runs_as_command():
         return
     wanted = command_backend(sys.argv[1:], os.environ)
     if wanted not in BACKENDS or not is_installed(wanted):
-        # Keras must load some installed backend for the command to report the error.
-        wanted = None if "KERAS_BACKEND" in os.environ else first_installed()
+        if "KERAS_BACKEND" in os.environ:
+            _replaced_environment["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
+        wanted = first_installed()
     if wanted is not None:
         os.environ["KERAS_BACKEND"] = wanted

@@ -89,6 +89,13 @@ def runs(tmp_path_factory):
             ["plot-basis", "--order", "5", "--theta", "40", "--out", str(folder / "basis.png")],
             {**env, "KERAS_BACKEND": start_backend},
         ),
+        # A name Keras cannot load: the command must still start and say so.
+        "unknown_backend": _start(
+            folder,
+            "unknown_backend",
+            ["psmnist", "evaluate", str(folder / "missing.keras")],
+            {**env, "KERAS_BACKEND": "Jax"},
+        ),
     }
     if os.environ.get("KERAS_LMU_DATA"):
         started["tiny_demo"] = _start(
@@ -546,6 +553,15 @@ def test_demo_without_data_explains_and_exits_1(runs):
     assert "error:" in stderr and "KERAS_LMU_DATA" in stderr and "mnist.npz" in stderr
     assert "Traceback" not in stderr
     assert not (runs["no_data"].stdout_path.parent / "no_data_out").exists()
+
+
+def test_unknown_keras_backend_is_reported_not_a_traceback(runs):
+    """Keras fails on import with a backend it does not know; the command replaces it
+    before Keras loads and reports the one it was given."""
+    returncode, _, stderr = runs["unknown_backend"].result()
+    assert returncode == 1
+    assert "error: KERAS_BACKEND='Jax': the keras-lmu commands run on jax" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_plot_basis_writes_a_png_without_picking_a_backend(runs):
