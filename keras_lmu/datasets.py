@@ -55,7 +55,8 @@ def psmnist_permutation(seed: int = PSMNIST_SEED) -> np.ndarray:
     Parameters
     ----------
     seed : int
-        Seed of the random generator.
+        Seed of the random generator, an integer >= 0 (``None``, which NumPy takes
+        for a fresh random seed, is refused: the task would change from run to run).
 
     Returns
     -------
@@ -63,6 +64,7 @@ def psmnist_permutation(seed: int = PSMNIST_SEED) -> np.ndarray:
         Integer array of shape (784,): pixel ``j`` of a permuted sequence is
         pixel ``permutation[j]`` of the row-major flattened image.
     """
+    seed = validation.integer_at_least("seed", seed, minimum=0)
     return np.random.default_rng(seed).permutation(MNIST_PIXELS)
 
 

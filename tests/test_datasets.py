@@ -103,6 +103,15 @@ def test_permutation_depends_on_seed():
     np.testing.assert_array_equal(psmnist_permutation(2), np.random.default_rng(2).permutation(784))
 
 
+@pytest.mark.parametrize(
+    "seed, error", [(None, TypeError), (True, TypeError), (1.5, TypeError), (-1, ValueError)]
+)
+def test_permutation_seed_is_checked(seed, error):
+    """None would give a new random task at every call (NumPy's fresh seed)."""
+    with pytest.raises(error, match="seed must be"):
+        psmnist_permutation(seed)
+
+
 # load_psmnist on fake data -----------------------------------------------------------
 
 
