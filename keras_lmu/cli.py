@@ -508,7 +508,7 @@ def _add_nengo_demo_command(subcommands) -> None:
             "with LIFRate (rate) and LIF (spiking) neurons, for 20 simulated seconds "
             "each, prints the normalized RMS error (RMSE / RMS of the target) over the "
             "first and the last 2 seconds, and writes the target and the learned output "
-            "over the first and last 3 seconds to FILE. About 10 seconds on a 2-core "
+            "over the first and last 3 seconds to FILE. About 20 seconds on a 2-core "
             "CPU. Needs Nengo and matplotlib (" + NENGO_INSTALL_HINT + "); no Keras "
             "backend runs."
         ),

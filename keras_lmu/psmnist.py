@@ -491,7 +491,8 @@ def train(args) -> int:
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     if is_installed("matplotlib"):
-        plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=f"psMNIST, {args.model} LMU")
+        title = "psMNIST, LSTM" if args.model == "lstm" else f"psMNIST, {args.model} LMU"
+        plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=title)
         print(f"Wrote {model_path}, {out / CURVES_FILE} and {out / METRICS_FILE}")
     else:
         print(f"Wrote {model_path} and {out / METRICS_FILE}")
