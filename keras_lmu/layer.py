@@ -220,6 +220,7 @@ class LMU(keras.layers.Layer):
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.layer = None
         self.states = None
+        self._warned_states_dropped = False
 
     def __setattr__(self, name, value):
         # The template cell only validates arguments: keep it out of Keras's tracking.
@@ -361,7 +362,9 @@ class LMU(keras.layers.Layer):
             inputs = ops.flip(inputs, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
         if initial_state is None and self.stateful:
-            initial_state = self._in_state_dtypes([state.value for state in self.states])
+            # Copies: the states are assigned in place at the end of the call, and on
+            # PyTorch the gradient of the step that read them needs them unchanged.
+            initial_state = self._in_state_dtypes([ops.copy(state.value) for state in self.states])
             self._check_batch(inputs, initial_state[0], "this stateful LMU's states")
         elif initial_state is not None:
             initial_state = self._check_initial_state(initial_state)
@@ -382,11 +385,30 @@ class LMU(keras.layers.Layer):
                 inputs, initial_state=initial_state, mask=mask, training=training
             )
         if self.stateful:
+            self._warn_if_states_are_dropped()
             for variable, state in zip(self.states, states, strict=True):
                 variable.assign(ops.cast(state, variable.dtype))
         if self.return_state:
             return [output, *states]
         return output
+
+    def _warn_if_states_are_dropped(self):
+        """Warn, once, where the states this call assigns will not be kept: on JAX in a
+        stateless scope, as Keras's compiled ``fit``, ``evaluate`` and ``predict`` run
+        a model, which keep the values of the model's tracked variables only (the
+        states, as those of ``keras.layers.RNN``, are not weights)."""
+        if self._warned_states_dropped or get_stateless_scope() is None:
+            return
+        if keras.backend.backend() != "jax":
+            return
+        self._warned_states_dropped = True
+        warnings.warn(
+            f"{self.name} has stateful=True, but on JAX the states it assigns inside "
+            "model.fit, evaluate or predict (and any stateless call) are not kept: each "
+            "batch starts from the states before it. Call the model directly "
+            "(model(x)) to stream on JAX, or use the TensorFlow or PyTorch backend.",
+            stacklevel=2,
+        )
 
     def _check_batch(self, inputs, state, what: str):
         """Raise if the inputs and ``state`` have different known batch sizes."""

@@ -143,6 +143,37 @@ def test_stateful_chunks_equal_one_call_and_reset(rng, name, options, form):
     assert_close(model(x[:, :4]), expected[:, :4])
 
 
+@pytest.mark.parametrize("name, options, form", CONFIGS[:1] + CONFIGS[2:3] + CONFIGS[5:6])
+def test_stateful_trains_and_carries_its_states(rng, name, options, form):
+    """Training steps of a stateful LMU carry its states from step to step (on PyTorch
+    the states, read into a step's graph and then assigned in place, once broke its
+    gradient): with a learning rate of 0, the memory after k steps on ``x`` is that of
+    ``x`` repeated k times. On JAX, whose compiled training step keeps no states, it
+    warns."""
+    inp = keras.Input((4, 2), batch_size=3, dtype=DTYPE)
+    layer = make_lmu(options, return_sequences=True, stateful=True)
+    model = keras.Model(inp, layer(inp))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
+    x = rng.uniform(-1, 1, (3, 4, 2))
+    target = np.zeros(model.output_shape, DTYPE)
+    alone = make_lmu(options, return_sequences=True, return_state=True)
+    alone(x)
+    alone.set_weights(layer.get_weights())
+    if BACKEND == "jax":  # Keras's compiled step keeps no untracked variable's value
+        with pytest.warns(UserWarning, match="on JAX the states it assigns inside"):
+            model.train_on_batch(x, target)
+        assert np.all(numpy(layer.states[0].value) == 0)
+        return
+    for repeats in (1, 2, 3):
+        assert np.isfinite(float(np.ravel(model.train_on_batch(x, target))[0]))
+        _, expected, *_ = alone(np.concatenate([x] * repeats, axis=1))
+        # A trainable theta is discretized in float32, in a training step as in a call
+        # but along other paths: 1e-7 apart in float64. States not carried: O(1).
+        assert_close(layer.states[0].value, expected, max(TOLERANCE, 1e-6))
+    layer.reset_states()
+    assert all(np.all(numpy(state.value) == 0) for state in layer.states)
+
+
 def test_stateful_needs_a_fixed_batch_size():
     layer = keras_lmu.LMU(1, 4, 5.0, None, stateful=True)
     with pytest.raises(ValueError, match="batch size"):
