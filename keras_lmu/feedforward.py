@@ -118,7 +118,7 @@ class LMUFeedforward(LegendreMemory):
             trainable_B=trainable_B,
             **kwargs,
         )
-        if self.recurrent_dropout > 0:
+        if self.recurrent_dropout > 0 and self.memory_to_memory:
             raise ValueError(
                 "LMUFeedforward cannot apply recurrent_dropout (the dropped memory differs "
                 "per sample and step); use LMU or keras.layers.RNN(LMUCell(...)), got "

@@ -289,6 +289,8 @@ class LMU(keras.layers.Layer):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
         config = dict(self.cell_config)
+        if not config["memory_to_memory"]:  # no effect; warned of when the LMU was made
+            config["recurrent_dropout"] = 0
         hidden_cell = self.hidden_cell
         if self.uses_parallel_form():
             for key in ("hidden_to_memory", "input_d"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import keras
@@ -95,6 +96,12 @@ class LegendreMemory(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.dropout = validation.rate("dropout", dropout)
         self.recurrent_dropout = validation.rate("recurrent_dropout", recurrent_dropout)
+        if self.recurrent_dropout > 0 and not self.memory_to_memory:
+            warnings.warn(
+                f"recurrent_dropout={recurrent_dropout!r} drops part of the memory_to_memory "
+                "input, which memory_to_memory=False leaves out: it has no effect",
+                stacklevel=3,
+            )
         self.input_d = None if input_d is None else validation.positive_int("input_d", input_d)
         self.seed = seed
         self.trainable_A = bool(trainable_A)

@@ -71,6 +71,21 @@ def test_bad_conv_mode_and_truncation(cls):
         construct(cls, truncate_ir="small")
 
 
+@pytest.mark.parametrize("cls", ["LMU", "LMUCell", "LMUFeedforward"])
+def test_recurrent_dropout_without_memory_to_memory_warns_and_runs(cls):
+    """It drops part of the memory_to_memory input: without it, no effect (LMU failed on
+    its first call, in the parallel form; RNN(LMUCell) ignored it silently)."""
+    with pytest.warns(UserWarning, match="recurrent_dropout=0.3 drops part of the memory_to"):
+        layer = construct(cls, recurrent_dropout=0.3)
+    if cls == "LMUCell":
+        layer = keras.layers.RNN(layer)
+    x = np.ones((2, 5, 3), "float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(x, training=True)),
+        keras.ops.convert_to_numpy(layer(x)),
+    )
+
+
 def test_feedforward_refuses_recurrent_dropout():
     with pytest.raises(ValueError, match="recurrent_dropout"):
         construct("LMUFeedforward", memory_to_memory=True, recurrent_dropout=0.1)
