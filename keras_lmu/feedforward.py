@@ -124,7 +124,7 @@ class LMUFeedforward(LegendreMemory):
                 "per sample and step); use LMU or keras.layers.RNN(LMUCell(...)), got "
                 f"recurrent_dropout={recurrent_dropout!r}"
             )
-        self.return_sequences = bool(return_sequences)
+        self.return_sequences = validation.flag("return_sequences", return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)
         self._built_steps = None
@@ -254,9 +254,10 @@ class LMUFeedforward(LegendreMemory):
             and not self._hidden_is_rnn_cell
             and (mask is None or initial_memory is None)
         ):
-            return self._last_output(
+            output, states = self._last_output(
                 inputs, encoded, initial_memory, mask, training, zero_output_for_mask
             )
+            return self._in_compute_dtype(output, states)
         elif mask is not None:
             memory, final_memory = self._masked_memories(encoded, initial_memory, mask)
         else:
@@ -267,7 +268,15 @@ class LMUFeedforward(LegendreMemory):
         output, hidden_states = self._hidden_sequence(
             memory, inputs, training, mask, hidden_states, zero_output_for_mask
         )
-        return output, [final_memory] + hidden_states
+        return self._in_compute_dtype(output, [final_memory] + hidden_states)
+
+    def _in_compute_dtype(self, output, states: list) -> tuple:
+        """The output and hidden states in the compute dtype, as ``LMUCell`` returns
+        them (a hidden layer with a dtype policy of its own computes in that one); the
+        memory as it is."""
+        dtype = self.compute_dtype
+        memory, *hidden_states = states
+        return ops.cast(output, dtype), [memory, *(ops.cast(s, dtype) for s in hidden_states)]
 
     def _last_output(
         self, inputs, encoded, initial_memory, mask, training, zero_output_for_mask=False

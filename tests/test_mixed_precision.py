@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import FLOAT64
 
 import keras_lmu
 
@@ -99,3 +100,29 @@ def test_stateful_streaming_carries_the_float32_memory(rng, policy, name):
     np.testing.assert_allclose(memory, expected_memory, rtol=0, atol=1e-6)
     scale = np.abs(expected).max()
     assert np.abs(streamed.astype("float32") - expected).max() <= 2e-3 * scale
+
+
+@pytest.mark.skipif(not FLOAT64, reason="float64 needs JAX_ENABLE_X64=1 on JAX")
+@pytest.mark.parametrize("hidden", ["Dense", "SimpleRNNCell"])
+@pytest.mark.parametrize("name", ["parallel", "recurrent"])
+def test_outputs_and_states_in_the_lmus_dtype_whatever_the_hidden_layers(rng, name, hidden):
+    """An LMU of dtype float64 whose hidden layer keeps the default float32 policy
+    returns float64 outputs and states, in both forms (the parallel form returned the
+    hidden layer's float32); the memory is float64 throughout."""
+    x = rng.uniform(-1, 1, (2, 5, 3))
+    for return_sequences in (True, False):
+        hidden_cell = getattr(keras.layers, hidden)(3)
+        lmu = keras_lmu.LMU(
+            2,
+            4,
+            6.0,
+            hidden_cell,
+            dtype="float64",
+            return_sequences=return_sequences,
+            return_state=True,
+            **CONFIGS[name],
+        )
+        output, *states = lmu(x)
+        assert hidden_cell.compute_dtype == "float32"
+        dtypes = [keras.backend.standardize_dtype(t.dtype) for t in [output, *states]]
+        assert dtypes == ["float64"] * len(dtypes)
