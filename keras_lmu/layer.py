@@ -211,13 +211,13 @@ class LMU(keras.layers.Layer):
         }
         # Checks every argument now, with the same messages as the cell.
         self._template = LegendreMemory(hidden_cell=hidden_cell, **self.cell_config)
-        self.return_sequences = bool(return_sequences)
+        self.return_sequences = validation.flag("return_sequences", return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)
-        self.return_state = bool(return_state)
-        self.go_backwards = bool(go_backwards)
-        self.stateful = bool(stateful)
-        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.return_state = validation.flag("return_state", return_state)
+        self.go_backwards = validation.flag("go_backwards", go_backwards)
+        self.stateful = validation.flag("stateful", stateful)
+        self.zero_output_for_mask = validation.flag("zero_output_for_mask", zero_output_for_mask)
         self.layer = None
         self.states = None
         self._warned_states_dropped = False
@@ -431,6 +431,12 @@ class LMU(keras.layers.Layer):
             list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
         )
         sizes = self.state_size
+        if not all(hasattr(state, "shape") for state in states):
+            raise TypeError(
+                f"{self.name} expects initial_state as a list of {len(sizes)} tensors "
+                f"([memory, *hidden_states]), got {type(initial_state).__name__}"
+                + (f" of {[type(state).__name__ for state in states]}" if len(states) > 1 else "")
+            )
         shapes = [tuple(state.shape) for state in states]
         if len(states) != len(sizes) or any(
             len(shape) != 2 or shape[-1] != size for shape, size in zip(shapes, sizes, strict=False)

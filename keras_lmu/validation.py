@@ -7,6 +7,17 @@ import numbers
 import warnings
 
 import keras
+import numpy as np
+
+
+def flag(name: str, value) -> bool:
+    """Return ``value`` as a bool, or raise if it is not True or False (or 1 or 0):
+    ``bool("False")`` is True, so a string is refused rather than read."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def positive_int(name: str, value) -> int:
@@ -60,13 +71,16 @@ def discretizer(value) -> str:
 
 
 def truncation(value) -> float | None:
-    """Check ``truncate_ir``: None or a number >= 0."""
+    """Check ``truncate_ir``: None or a share of the impulse response in [0, 1)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"truncate_ir must be None or a number >= 0, got {value!r}")
-    if not value >= 0:
-        raise ValueError(f"truncate_ir must be None or a number >= 0, got {value!r}")
+        raise TypeError(f"truncate_ir must be None or a number in [0, 1), got {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(
+            f"truncate_ir must be None or a number in [0, 1) (the share of the impulse "
+            f"response's magnitude that may be dropped), got {value!r}"
+        )
     return float(value)
 
 

@@ -31,6 +31,11 @@ BAD_ARGUMENTS = [
     (dict(dropout=-0.1), ValueError, "dropout"),
     (dict(hidden_cell="dense"), TypeError, "hidden_cell"),
     (dict(hidden_cell=object()), TypeError, "hidden_cell"),
+    # bool("False") is True: strings are refused rather than read
+    (dict(trainable_theta="False"), TypeError, "trainable_theta must be True or False"),
+    (dict(memory_to_memory="no"), TypeError, "memory_to_memory must be True or False"),
+    (dict(use_bias=2), TypeError, "use_bias must be True or False"),
+    (dict(trainable_A=None), TypeError, "trainable_A must be True or False"),
 ]
 
 
@@ -69,6 +74,18 @@ def test_bad_conv_mode_and_truncation(cls):
         construct(cls, truncate_ir=-1e-3)
     with pytest.raises(TypeError, match="truncate_ir"):
         construct(cls, truncate_ir="small")
+    with pytest.raises(ValueError, match=r"truncate_ir must be None or a number in \[0, 1\)"):
+        construct(cls, truncate_ir=1.0)  # a share: all of the response would go
+    with pytest.raises(TypeError, match="return_sequences must be True or False, got 'False'"):
+        construct(cls, return_sequences="False")
+
+
+def test_layer_flags_must_be_booleans():
+    for flag in ("return_state", "go_backwards", "stateful", "zero_output_for_mask"):
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'True'"):
+            construct("LMU", **{flag: "True"})
+    # numpy booleans and 0/1 are read as booleans
+    assert construct("LMU", return_sequences=np.bool_(True), stateful=0).return_sequences
 
 
 @pytest.mark.parametrize("cls", ["LMU", "LMUCell", "LMUFeedforward"])
@@ -241,6 +258,15 @@ def test_initial_state_of_the_wrong_shape_is_refused_clearly(hidden_to_memory, s
     with pytest.raises(
         ValueError, match=r"initial_state as 2 tensors of shapes \[\('batch', 4\), \('batch', 3\)\]"
     ):
+        layer(np.ones((2, 5, 1), "float32"), initial_state=states)
+
+
+@pytest.mark.parametrize("given", ["dict", "ints"])
+def test_initial_state_that_is_not_tensors_is_refused_clearly(given):
+    layer = keras_lmu.LMU(1, 4, 5.0, keras.layers.SimpleRNNCell(3))
+    memory, hidden = np.zeros((2, 4), "float32"), np.zeros((2, 3), "float32")
+    states = {"memory": memory, "hidden": hidden} if given == "dict" else [4, 3]
+    with pytest.raises(TypeError, match="initial_state as a list of 2 tensors"):
         layer(np.ones((2, 5, 1), "float32"), initial_state=states)
 
 
