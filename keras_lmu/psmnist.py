@@ -559,10 +559,17 @@ def load_classifier(path: os.PathLike, input_shape: tuple) -> keras.Model:
         know, ...) or the model takes inputs of another shape; the message names the
         file and the reason.
     """
+    import zipfile
+
     import keras
 
     import keras_lmu  # noqa: F401 (registers the LMU layers for loading)
 
+    if str(path).endswith(".keras") and not zipfile.is_zipfile(path):
+        # (Keras reports "File not found" for a file that is there)
+        raise ValueError(
+            f"cannot load {path} (not a .keras file: Keras saves them as zip archives)"
+        )
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # whatever Keras finds wrong with the file

@@ -206,7 +206,8 @@ def test_evaluate_reports_a_file_it_cannot_score(content, monkeypatch, tmp_path,
     path = tmp_path / "model.keras"
     if content == "not a zip":
         path.write_text(content)
-        expected = f"error: cannot load {path} ("
+        # (Keras itself says "File not found" for it)
+        expected = f"error: cannot load {path} (not a .keras file: Keras saves them as zip"
     else:
         inputs = keras.Input((10, 3))
         keras.Model(inputs, keras.layers.Dense(10)(inputs[:, -1])).save(path)
