@@ -241,8 +241,19 @@ def mask_with_every_kind_of_step(rng, shape):
     return mask
 
 
-@pytest.mark.parametrize("zero_output_for_mask", [False, True])
-@pytest.mark.parametrize("name, options, form", CONFIGS)
+# A hidden layer of each kind, in each form (the other options change no convention).
+STATE_CONFIGS = [
+    config
+    for config in CONFIGS
+    if config[0]
+    in ("parallel-dense", "parallel-rnn", "parallel-stacked", "recurrent", "recurrent-stacked")
+]
+
+
+@pytest.mark.parametrize(
+    "name, options, form, zero_output_for_mask",
+    [(*config, False) for config in CONFIGS] + [(*config, True) for config in STATE_CONFIGS],
+)
 def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
     layer, x, copy = build_pair(options, rng, return_sequences=True)
     mask = mask_with_every_kind_of_step(rng, x.shape[:2])
@@ -253,15 +264,6 @@ def test_arbitrary_masks(rng, name, options, form, zero_output_for_mask):
     last = copy(return_sequences=False, zero_output_for_mask=zero_output_for_mask)
     last.set_weights(layer.get_weights())
     assert_close_to(last(x, mask=mask), last_expected)
-
-
-# A hidden layer of each kind, in each form (the other options change no convention).
-STATE_CONFIGS = [
-    config
-    for config in CONFIGS
-    if config[0]
-    in ("parallel-dense", "parallel-rnn", "parallel-stacked", "recurrent", "recurrent-stacked")
-]
 
 
 @pytest.mark.parametrize("zero_output_for_mask", [False, True])
@@ -287,9 +289,19 @@ def test_masks_after_an_initial_state(rng, name, options, form, zero_output_for_
         assert_close_to(masked(x, mask=mask, initial_state=states), wanted)
 
 
-@pytest.mark.parametrize("padding", ["holes", "after"])
-@pytest.mark.parametrize("return_sequences", [True, False])
-@pytest.mark.parametrize("name, options, form", CONFIGS)
+# Each kind of mask once with and once without return_sequences, over the configs.
+@pytest.mark.parametrize(
+    "name, options, form, return_sequences, padding",
+    [
+        (*config, return_sequences, padding)
+        for index, config in enumerate(CONFIGS)
+        for return_sequences, padding in (
+            ((True, "holes"), (False, "after"))
+            if index % 2
+            else ((False, "holes"), (True, "after"))
+        )
+    ],
+)
 def test_masked_halves_continue_exactly(rng, name, options, form, return_sequences, padding):
     """Under a mask, a sequence in two calls, the second from the first's states, gives
     the states and outputs of one call; a sequence whose second half is masked
@@ -327,9 +339,17 @@ def test_masked_halves_continue_exactly(rng, name, options, form, return_sequenc
     )
 
 
-@pytest.mark.parametrize("padding", ["holes", "before"])
-@pytest.mark.parametrize("return_sequences", [True, False])
-@pytest.mark.parametrize("name", ["parallel-dense", "parallel-rnn", "parallel-scan-m2m-theta"])
+@pytest.mark.parametrize(
+    "name, return_sequences, padding",
+    [
+        ("parallel-dense", True, "holes"),
+        ("parallel-dense", False, "before"),
+        ("parallel-rnn", False, "holes"),
+        ("parallel-rnn", True, "before"),
+        ("parallel-scan-m2m-theta", True, "holes"),
+        ("parallel-scan-m2m-theta", False, "before"),
+    ],
+)
 def test_masked_parallel_form_trains_as_step_by_step(
     rng, monkeypatch, name, return_sequences, padding
 ):
@@ -392,6 +412,11 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
         )
         models.append(keras.Model(inp, lmu(hidden)))
         models[-1].compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    # Weights drawn here, not by Keras's initializers from the global seed: with some
+    # of those every relu was off at the last step, and nothing trained.
+    for w in models[0].weights:
+        if w.name != "theta_inv":
+            w.assign(rng.uniform(-0.5, 0.5, w.shape))
     initial = models[0].get_weights()
     models[1].set_weights(initial)
     results = []
@@ -405,9 +430,15 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
         assert_close(grouped, expected)
 
 
-@pytest.mark.parametrize("steps", [10, 70])
-@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
-@pytest.mark.parametrize("stacked", [False, True])
+@pytest.mark.parametrize(
+    "steps, layer, stacked",
+    [
+        (10, "LMU", False),
+        (70, "LMU", True),
+        (10, "RNN(LMUCell)", False),
+        (10, "RNN(LMUCell)", True),
+    ],
+)
 def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer, stacked):
     """A hidden cell's dropout masks (or those of the cells of a StackedRNNCells) are
     made before the step-by-step loop and dropped after it, with the LMUCell's own
@@ -529,8 +560,18 @@ def test_calls_directly_only_where_layer_call_adds_nothing():
     assert not hidden_cells.calls_directly(built(mixed), policy)
 
 
-@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
-@pytest.mark.parametrize("hidden", ["SimpleRNNCell", "LSTMCell", "Dense"])
+# Only PyTorch calls hidden layers directly: elsewhere one case per layer checks that
+# it does not.
+DIRECT_CALL_CASES = [
+    (hidden, layer)
+    for hidden in ("SimpleRNNCell", "LSTMCell", "Dense")
+    for layer in ("LMU", "RNN(LMUCell)")
+    if BACKEND == "torch"
+    or (hidden, layer) in {("SimpleRNNCell", "LMU"), ("Dense", "RNN(LMUCell)")}
+]
+
+
+@pytest.mark.parametrize("hidden, layer", DIRECT_CALL_CASES)
 def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
     rng, monkeypatch, layer, hidden
 ):
