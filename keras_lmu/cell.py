@@ -74,6 +74,14 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     trainable_A, trainable_B : bool
         Learn the continuous ``A`` (order, order) and ``B`` (order,), starting from
         the Legendre matrices; they are discretized in the graph.
+
+    Notes
+    -----
+    With masks, use :class:`keras_lmu.LMU` rather than ``keras.layers.RNN(LMUCell)``:
+    Keras's loops take a cell's first state to be its previous output, and this
+    cell's first state is the memory (on JAX, a masked step after an unmasked one
+    would output the memory). ``LMU`` holds states and outputs at masked steps
+    itself, in both of its forms.
     """
 
     def __init__(

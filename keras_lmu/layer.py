@@ -220,6 +220,7 @@ class LMU(keras.layers.Layer):
         self.zero_output_for_mask = validation.flag("zero_output_for_mask", zero_output_for_mask)
         self.layer = None
         self.states = None
+        self._input_d = input_d  # the number of input features, once known
         self._warned_states_dropped = False
 
     def __setattr__(self, name, value):
@@ -276,8 +277,13 @@ class LMU(keras.layers.Layer):
     @property
     def state_size(self) -> list[int]:
         """Sizes of the states ``[memory, *hidden_states]`` (like an RNN cell's)."""
+        return self._state_sizes(self._input_d)
+
+    def _state_sizes(self, input_d: int | None) -> list[int]:
+        """``state_size`` for inputs of ``input_d`` features (a stateless hidden layer's
+        output, one of the states, may depend on it)."""
         template = self._template
-        return [template.memory_d * template.order] + template._hidden_state_sizes()
+        return [template.memory_d * template.order] + template._hidden_state_sizes(input_d)
 
     def build(self, input_shape):
         # The arguments were checked, and any warning given, when the LMU was made.
@@ -288,6 +294,7 @@ class LMU(keras.layers.Layer):
     def _build_inner_layer(self, input_shape):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
+        self._input_d = input_d
         config = dict(self.cell_config)
         if not config["memory_to_memory"]:  # no effect; warned of when the LMU was made
             config["recurrent_dropout"] = 0
@@ -472,13 +479,13 @@ class LMU(keras.layers.Layer):
         output = (batch, steps, size) if self.return_sequences else (batch, size)
         if self.return_state:
             # A tuple, as Keras's RNN layers return (Bidirectional adds tuples to it).
-            return (output, *[(batch, state) for state in self.state_size])
+            return (output, *[(batch, state) for state in self._state_sizes(input_d)])
         return output
 
     def compute_mask(self, inputs, mask=None):
         output_mask = mask if self.return_sequences else None
         if self.return_state:
-            return [output_mask] + [None for _ in self.state_size]
+            return [output_mask] + [None for _ in self._state_sizes(inputs.shape[-1])]
         return output_mask
 
     def get_config(self):

@@ -129,6 +129,32 @@ def test_return_state_then_initial_state_continues_exactly(
         assert_close(second_output, output)
 
 
+@pytest.mark.parametrize("hidden_to_memory", [False, True])
+def test_states_of_a_hidden_layer_sized_by_its_input(rng, hidden_to_memory):
+    """A stateless hidden layer whose output has its input's size (``Activation``), fed
+    the input too (``input_to_hidden``): its state's size is known once the LMU knows
+    its inputs (every call with ``return_state`` failed, asking for ``input_d``)."""
+    x = rng.uniform(-1, 1, (3, 10, 2))
+    layer = keras_lmu.LMU(
+        1,
+        4,
+        5.0,
+        keras.layers.Activation("tanh", dtype=DTYPE),
+        hidden_to_memory=hidden_to_memory,
+        input_to_hidden=True,
+        return_state=True,
+        dtype=DTYPE,
+    )
+    symbolic = layer(keras.Input((10, 2), dtype=DTYPE))
+    assert [tuple(t.shape) for t in symbolic] == [(None, 6), (None, 4), (None, 6)]
+    assert layer.state_size == [4, 6]
+    output, *states = layer(x)
+    _, *first_states = layer(x[:, :4])
+    second_output, *second_states = layer(x[:, 4:], initial_state=first_states)
+    for actual, expected in zip([second_output, *second_states], [output, *states], strict=True):
+        assert_close(actual, expected)
+
+
 @pytest.mark.parametrize("name, options, form", CONFIGS)
 def test_stateful_chunks_equal_one_call_and_reset(rng, name, options, form):
     layer, x, copy = build_pair(options, rng, return_sequences=True)
