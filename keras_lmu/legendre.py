@@ -79,6 +79,11 @@ def discretize_zoh(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.ndarr
     augmented[:order, :order] = A / theta
     augmented[:order, order] = B / theta
     exponential = scipy.linalg.expm(augmented)
+    if not np.all(np.isfinite(exponential)):  # (scipy returns NaN when it overflows)
+        raise ValueError(
+            f"theta={theta!r} is too small to discretize an order-{order} memory by "
+            "zero-order hold: the matrix exponential of A / theta overflows float64"
+        )
     return exponential[:order, :order], exponential[:order, order]
 
 

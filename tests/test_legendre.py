@@ -148,6 +148,7 @@ def test_euler_stability_bound_separates_stable_from_unstable(order):
         (lambda: legendre.discrete_system(4, float("nan")), "theta must be a finite positive"),
         (lambda: legendre.discrete_system(4, -3.0, "euler"), "theta must be a finite positive"),
         (lambda: legendre.discrete_system(4, 5.0, "bilinear"), "discretizer must be one of"),
+        (lambda: legendre.discrete_system(4, 1e-100), "theta=1e-100 is too small to discretize"),
         (lambda: legendre.euler_is_stable(4, 0.0), "theta must be a finite positive number"),
         (lambda: legendre.impulse_response(np.eye(2), np.ones(2), -1), "steps must be at least 0"),
         (lambda: legendre.truncation_length(np.ones((3, 2)), -1.0), "tolerance must be a number"),
