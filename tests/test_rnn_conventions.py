@@ -457,21 +457,26 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
 
 
 @pytest.mark.parametrize(
-    "steps, layer, stacked",
+    "grouped, layer, stacked",
     [
-        (10, "LMU", False),
-        (70, "LMU", True),
-        (10, "RNN(LMUCell)", False),
-        (10, "RNN(LMUCell)", True),
+        (False, "LMU", False),
+        (True, "LMU", True),
+        (False, "RNN(LMUCell)", False),
+        (False, "RNN(LMUCell)", True),
     ],
 )
-def test_hidden_cell_dropout_draws_new_masks_for_every_call(rng, steps, layer, stacked):
+def test_hidden_cell_dropout_draws_new_masks_for_every_call(
+    rng, monkeypatch, grouped, layer, stacked
+):
     """A hidden cell's dropout masks (or those of the cells of a StackedRNNCells) are
     made before the step-by-step loop and dropped after it, with the LMUCell's own
     (Keras's RNN does so for its cell): every training call draws new ones (they were
     cached past the loop: the same masks for every batch, and on JAX a tracer that
-    escaped the loop), and training trains. 70 steps: JAX's loop in ``LMU`` takes
-    several steps per iteration."""
+    escaped the loop), and training trains. ``grouped``: ``LMU``'s loop takes three
+    steps per iteration (as JAX's does for long sequences)."""
+    steps = 10
+    if grouped:
+        group_steps(monkeypatch, 3)
     x = rng.uniform(-1, 1, (4, steps, 3))
     dropout = dict(dropout=0.5, recurrent_dropout=0.5, dtype=DTYPE)
     cells = [keras.layers.SimpleRNNCell(5, **dropout)]
