@@ -210,7 +210,7 @@ class LMU(keras.layers.Layer):
             "trainable_B": trainable_B,
         }
         # Checks every argument now, with the same messages as the cell.
-        self._template = LegendreMemory(hidden_cell=hidden_cell, **self.cell_config)
+        self._template = LegendreMemory(hidden_cell=hidden_cell, name=self.name, **self.cell_config)
         self.return_sequences = validation.flag("return_sequences", return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)

@@ -154,8 +154,9 @@ def test_inputs_must_be_three_dimensional(cls, shape):
 
 
 def test_input_size_contradicting_input_d():
-    with pytest.raises(ValueError, match="input_d=3"):
-        keras_lmu.LMU(1, 4, 5.0, None, input_d=3)(np.zeros((2, 5, 4), "float32"))
+    # named after the layer the user made (not an inner one)
+    with pytest.raises(ValueError, match="my_lmu was given input_d=3"):
+        keras_lmu.LMU(1, 4, 5.0, None, input_d=3, name="my_lmu")(np.zeros((2, 5, 4), "float32"))
     with pytest.raises(ValueError, match="input_d=3"):
         keras.layers.RNN(keras_lmu.LMUCell(1, 4, 5.0, None, input_d=3))(
             np.zeros((2, 5, 4), "float32")
@@ -191,11 +192,12 @@ def test_unstable_euler_warns_once_naming_the_bound(cls):
     from keras_lmu.validation import UnstableDiscretizationWarning
 
     with pytest.warns(UnstableDiscretizationWarning) as record:
-        layer = construct(cls, order=256, theta=784.0, discretizer="euler")
+        layer = construct(cls, order=256, theta=784.0, discretizer="euler", name="my_layer")
         if cls != "LMUCell":
             layer(np.zeros((1, 3, 1), "float32"))  # building the inner layer adds none
     assert len(record) == 1
     message = str(record[0].message)
+    assert message.startswith("my_layer: discretizer='euler' is unstable")
     assert "theta < 6541.5" in message and "theta=784" in message and "zoh" in message
 
 
