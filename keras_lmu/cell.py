@@ -11,11 +11,11 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 from keras_lmu import ops as lmu_ops
 from keras_lmu.hidden_cells import (
     calls_directly,
-    draws_random_numbers_per_call,
     dropout_cells,
     flatten_states,
     nest_states,
     output_state_index,
+    variables_assigned_per_call,
 )
 from keras_lmu.memory import LegendreMemory
 
@@ -143,8 +143,8 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._variables_loaded_by_rnn = False
         self._load_error = None
         self._sequence_weights = None
-        self._hidden_draws_random_numbers = False
-        self._random_state_carried = False
+        self._hidden_assigns_variables = False
+        self._hidden_variables_carried = False
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
@@ -165,7 +165,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             raise ValueError(f"{self.name} needs a known number of input features")
         self._build_memory(int(input_d))
         self._build_hidden(int(input_d))
-        self._hidden_draws_random_numbers = draws_random_numbers_per_call(self.hidden_cell)
+        self._hidden_assigns_variables = bool(variables_assigned_per_call(self.hidden_cell))
         self.built = True
 
     @contextlib.contextmanager
@@ -183,15 +183,15 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
             object.__setattr__(self, "_sequence_weights", None)
 
     @contextlib.contextmanager
-    def random_state_carried(self):
-        """Within this context, the loop over the steps carries the random state of the
-        hidden layers that draw random numbers (``LMU``'s loop on JAX), so that they
-        may draw them in training."""
-        object.__setattr__(self, "_random_state_carried", True)
+    def hidden_variables_carried(self):
+        """Within this context, the loop over the steps carries the variables that the
+        hidden layers assign when called in training (``LMU``'s loop on JAX: random
+        states, moving statistics; :func:`keras_lmu.hidden_cells.variables_assigned_per_call`)."""
+        object.__setattr__(self, "_hidden_variables_carried", True)
         try:
             yield
         finally:
-            object.__setattr__(self, "_random_state_carried", False)
+            object.__setattr__(self, "_hidden_variables_carried", False)
 
     # Keras's RNN makes its cell's dropout masks before the loop over the steps and drops
     # them after it. The hidden cell's masks (or those of the cells in a hidden
@@ -234,15 +234,16 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     def call(self, inputs, states, training=False):
         if (
             training
-            and self._hidden_draws_random_numbers
+            and self._hidden_assigns_variables
             and keras.backend.backend() == "jax"
-            and not self._random_state_carried
+            and not self._hidden_variables_carried
         ):
             raise ValueError(
-                f"hidden_cell {self.hidden_cell.name!r} draws random numbers when called "
-                "in training (e.g. Dropout or GaussianNoise), which JAX cannot do inside the "
-                "loop over the steps of keras.layers.RNN(LMUCell); use keras_lmu.LMU, whose "
-                "loop carries the random state, an RNN cell's own dropout (e.g. "
+                f"hidden_cell {self.hidden_cell.name!r} draws random numbers or updates "
+                "variables when called in training (e.g. Dropout, GaussianNoise, "
+                "BatchNormalization), which JAX cannot do inside the loop over the steps of "
+                "keras.layers.RNN(LMUCell) (the updates would be lost, or fail); use "
+                "keras_lmu.LMU, whose loop carries them, an RNN cell's own dropout (e.g. "
                 "SimpleRNNCell(units, dropout=0.2, recurrent_dropout=0.2)), or apply Dropout "
                 "to the output"
             )

@@ -110,7 +110,16 @@ def per_call_seed_generators(layer: keras.layers.Layer | None) -> list:
     ]
 
 
-def draws_random_numbers_per_call(layer: keras.layers.Layer | None) -> bool:
-    """Whether the layer (or one within it) draws random numbers when called
-    (:func:`per_call_seed_generators`)."""
-    return bool(per_call_seed_generators(layer))
+def variables_assigned_per_call(layer: keras.layers.Layer | None) -> list:
+    """The variables that the layers within ``layer`` (itself included) may assign when
+    called in training: the states of :func:`per_call_seed_generators`, and the
+    non-trainable variables of trainable layers, as ``BatchNormalization``'s moving
+    statistics (a frozen layer's weights are never assigned)."""
+    if layer is None:
+        return []
+    variables = [generator.state for generator in per_call_seed_generators(layer)]
+    for inner in layer._flatten_layers(include_self=True, recursive=True):
+        if inner.trainable:
+            variables.extend(inner._non_trainable_variables)
+    unique = {id(variable): variable for variable in variables}
+    return list(unique.values())

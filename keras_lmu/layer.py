@@ -126,8 +126,10 @@ class LMU(keras.layers.Layer):
     ``hidden_to_memory``; with ``memory_to_memory`` only while ``memory_d * order``
     is at most ``PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE`` and without
     ``recurrent_dropout``), and step by step by ``keras.layers.RNN(LMUCell(...))``
-    otherwise. Both give the same outputs from the same weights; the inner layer
-    is ``self.layer`` once built.
+    otherwise. Both give the same outputs from the same weights (in training, a
+    hidden ``BatchNormalization`` normalizes over the batch and all steps at once in
+    the parallel form, over each step's batch step by step); the inner layer is
+    ``self.layer`` once built.
 
     Parameters
     ----------
@@ -554,17 +556,17 @@ class _LMURNN(keras.layers.RNN):
         # at every step would accumulate).
         initial_state = [ops.cast(initial_state[0], cell.memory_dtype), *initial_state[1:]]
         call_cell = self._cell_call()
-        random_state = self._random_state_variables(training)
+        carried = self._carried_variables(training)
         if mask is None:
             keras_loop = self._steps_per_iteration(sequences) == 1 and not self._runs_eagerly()
-            if keras_loop and not random_state:
+            if keras_loop and not carried:
                 return super().inner_loop(sequences, initial_state, None, training=training)
 
             def step(inputs, states):
                 output, new_states = call_cell(inputs, states, training=training)
                 return output, list(new_states)
 
-            return self._loop_carrying(random_state, step, sequences, initial_state)
+            return self._loop_carrying(carried, step, sequences, initial_state)
         keep = ops.cast(ops.expand_dims(mask, -1), sequences.dtype)
         batch = ops.shape(sequences)[0]
         no_output = ops.zeros((batch, cell.output_size), dtype=cell.compute_dtype)
@@ -581,7 +583,7 @@ class _LMURNN(keras.layers.RNN):
             return shown, new_states + [held]
 
         last_output, outputs, states = self._loop_carrying(
-            random_state,
+            carried,
             step,
             ops.concatenate([sequences, keep], axis=-1),
             list(initial_state) + [no_output],
@@ -590,20 +592,25 @@ class _LMURNN(keras.layers.RNN):
         # in Keras's RNN layers (the held output stays in the states).
         return last_output, outputs, states[:-1]
 
-    def _random_state_variables(self, training) -> list:
-        """On JAX in training, the states of the seed generators of the hidden layers that
-        draw random numbers at every step (e.g. ``Dropout``), which the loop carries:
-        a variable cannot be assigned inside JAX's loop."""
-        if keras.backend.backend() != "jax" or not training:
+    def _carried_variables(self, training) -> list:
+        """In training, the variables that the hidden layers assign when called
+        (:func:`keras_lmu.hidden_cells.variables_assigned_per_call`: the states of seed
+        generators of layers that draw random numbers at every step, e.g. ``Dropout``;
+        ``BatchNormalization``'s moving statistics), which the backend's loop carries:
+        a variable cannot be assigned inside JAX's loop, and TensorFlow's runs the
+        first step once more, before the loop, to learn its output's shape (which
+        would update moving statistics once too often). PyTorch's loop is Python's:
+        the steps assign them."""
+        if not training or self._runs_eagerly():
             return []
-        generators = hidden_cells.per_call_seed_generators(self.cell.hidden_cell)
-        return [generator.state for generator in generators]
+        return hidden_cells.variables_assigned_per_call(self.cell.hidden_cell)
 
     def _loop_carrying(self, variables, step, sequences, initial_state):
-        """``_loop``, with ``variables`` (seed states) carried through the loop as extra
-        states: each step reads and assigns them in a ``keras.StatelessScope`` that holds
-        the carried values (on top of the enclosing scope's, as in a training step), and
-        the variables are assigned their last values after the loop."""
+        """``_loop``, with ``variables`` (seed states, moving statistics) carried through
+        the loop as extra states: each step reads and assigns them in a
+        ``keras.StatelessScope`` that holds the carried values (on top of the enclosing
+        scope's, as in a training step), and the variables are assigned their last
+        values after the loop."""
         if not variables:
             return self._loop(step, sequences, initial_state)
         count = len(variables)
@@ -617,7 +624,7 @@ class _LMURNN(keras.layers.RNN):
             scope.state_mapping.update(
                 {id(variable): value for variable, value in zip(variables, carried, strict=True)}
             )
-            with scope, self.cell.random_state_carried():
+            with scope, self.cell.hidden_variables_carried():
                 output, new_states = step(inputs, states)
             return output, list(new_states) + [scope.get_current_value(v) for v in variables]
 

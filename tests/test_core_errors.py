@@ -325,6 +325,60 @@ def test_random_hidden_layer_in_the_step_by_step_loop(layer):
     assert len({tuple(step) for step in dropped.reshape(-1, 3)}) > 1  # new draws per step
 
 
+@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
+def test_batch_normalization_hidden_layer_in_the_step_by_step_loop(layer):
+    """A hidden layer that updates variables when called in training (here
+    BatchNormalization's moving statistics), step by step: a training call gives the
+    outputs and statistics of the cell's steps called one by one in Python, and fit
+    trains. On JAX ``LMU``'s loop carries the statistics (they were lost in a call, and
+    fit failed with UnexpectedTracerError); Keras's loop (``RNN(LMUCell)``) cannot,
+    which is a clear error in training there. (Keras's loops on TensorFlow and PyTorch
+    call the first step once more, before the loop, to learn its output's shape: one
+    more update of the statistics, not checked there.)"""
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 6, 2)).astype("float32")
+
+    def make():
+        norm = keras.layers.BatchNormalization(momentum=0.5)
+        options = dict(hidden_to_memory=True)
+        if layer == "LMU":
+            return keras_lmu.LMU(1, 4, 5.0, norm, return_sequences=True, **options), norm
+        cell = keras_lmu.LMUCell(1, 4, 5.0, norm, **options)
+        return keras.layers.RNN(cell, return_sequences=True), norm
+
+    lmu, norm = make()
+    lmu(x[:, :1])  # built; inference leaves the statistics alone
+    initial = lmu.get_weights()
+    if keras.backend.backend() == "jax" and layer != "LMU":
+        with pytest.raises(ValueError, match="hidden_cell .* draws random numbers or updates"):
+            lmu(x, training=True)
+        return
+    outputs = keras.ops.convert_to_numpy(lmu(x, training=True))
+    reference, reference_norm = make()
+    reference(x[:, :1])
+    reference.set_weights(initial)
+    cell = reference.layer.cell if layer == "LMU" else reference.cell
+    states = [keras.ops.zeros((3, size)) for size in cell.state_size]
+    expected = []
+    with cell.hidden_variables_carried():  # (eager steps assign the variables themselves)
+        for step in range(x.shape[1]):
+            output, states = cell(keras.ops.convert_to_tensor(x[:, step]), states, training=True)
+            expected.append(keras.ops.convert_to_numpy(output))
+    np.testing.assert_allclose(outputs, np.stack(expected, axis=1), atol=1e-5)
+    weights = zip(norm.non_trainable_weights, reference_norm.non_trainable_weights, strict=True)
+    for actual, wanted in weights:
+        actual = keras.ops.convert_to_numpy(actual)
+        assert not np.allclose(actual, np.zeros_like(actual) + actual.flat[0])  # moved
+        if layer == "LMU":
+            wanted = keras.ops.convert_to_numpy(wanted)
+            np.testing.assert_allclose(actual, wanted, atol=1e-6)
+    model = keras.Sequential([keras.Input((6, 2)), lmu, keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    before = keras.ops.convert_to_numpy(norm.moving_mean)
+    history = model.fit(x, np.ones((3, 6, 1)), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert not np.allclose(keras.ops.convert_to_numpy(norm.moving_mean), before)
+
+
 @pytest.mark.parametrize("steps", [6, 70])  # one step, or several, per iteration on JAX
 @pytest.mark.parametrize("masked", [False, True])
 def test_random_hidden_layer_trains_in_a_compiled_step(steps, masked):

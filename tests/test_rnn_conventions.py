@@ -518,6 +518,40 @@ def test_stacked_hidden_cells_after_given_states_and_leading_masked_steps(rng):
         assert_close(state, expected)
 
 
+def test_batch_normalization_hidden_layer_in_either_form(rng, monkeypatch):
+    """A hidden ``BatchNormalization``: in inference both forms give the same outputs;
+    in training the parallel form normalizes every step's memory over the batch and
+    all steps at once (as ``TimeDistributed`` would, one update of the statistics per
+    call), the step-by-step form over the batch at each step."""
+    x = rng.uniform(-1, 1, (3, 7, 2))
+    # Keras's BatchNormalization rounds through float32 on JAX (9.6e-8 from its float64
+    # formula)
+    tolerance = max(TOLERANCE, 1e-6)
+    lmus = []
+    for parallel in (True, False):
+        monkeypatch.setattr(keras_lmu.LMU, "uses_parallel_form", lambda self, p=parallel: p)
+        norm = keras.layers.BatchNormalization(momentum=0.5, dtype=DTYPE)
+        lmus.append(keras_lmu.LMU(1, 4, 5.0, norm, return_sequences=True, dtype=DTYPE))
+        lmus[-1](x[:, :1])
+        assert isinstance(lmus[-1].layer, keras_lmu.LMUFeedforward) == parallel
+    parallel, step_by_step = lmus
+    for w in parallel.weights:
+        w.assign(rng.uniform(0.5, 1.0, w.shape))  # (positive variances too)
+    step_by_step.set_weights(parallel.get_weights())
+    assert_close(parallel(x), step_by_step(x), tolerance)
+    memory = keras_lmu.LMU(1, 4, 5.0, None, return_sequences=True, dtype=DTYPE)
+    memory(x[:, :1])
+    memory.set_weights(parallel.get_weights()[:1])  # the kernel
+    norm = keras.layers.BatchNormalization(momentum=0.5, dtype=DTYPE)
+    norm.build((None, 4))
+    norm.set_weights(parallel.hidden_cell.get_weights())
+    flat = keras.ops.reshape(memory(x), (-1, 4))
+    expected = keras.ops.reshape(norm(flat, training=True), (3, 7, 4))
+    assert_close(parallel(x, training=True), expected, tolerance)
+    for actual, wanted in zip(parallel.hidden_cell.weights, norm.weights, strict=True):
+        assert_close(actual, wanted, tolerance)
+
+
 def test_masking_layer_is_respected(rng):
     x = rng.uniform(-1, 1, (2, 10, 2))
     x[0, 6:] = 0.0  # padding
