@@ -186,13 +186,14 @@ class LMUFeedforward(LegendreMemory):
 
     def _fixed_response(self, steps: int) -> np.ndarray:
         """The (possibly truncated) float64 impulse response of a fixed memory."""
-        if steps not in self._responses:
+        key = (steps, self._truncates)  # (an LMU may change conv_mode between calls)
+        if key not in self._responses:
             A_bar, B_bar = self._fixed_system
             response = legendre.impulse_response(A_bar, B_bar, steps)
             if self._truncates:
                 response = response[: legendre.truncation_length(response, self.truncate_ir)]
-            self._responses[steps] = response
-        return self._responses[steps]
+            self._responses[key] = response
+        return self._responses[key]
 
     def _memory_response(self, steps: int):
         """``H`` for ``steps`` steps: (steps, order), or (steps, D * order, D) with

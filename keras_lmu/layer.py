@@ -143,7 +143,8 @@ class LMU(keras.layers.Layer):
     conv_mode : {"auto", "fft", "raw", "scan"}
         How a parallel memory sequence is computed (see :class:`LMUFeedforward`);
         ``"auto"`` picks by state size, sequence length and backend from measured
-        rules (``SCAN_MAX_SIZE``, ``DIRECT_CONVOLUTION_MAX_STEPS``). Whenever only
+        rules (``SCAN_MAX_SIZE``, ``DIRECT_CONVOLUTION_MAX_STEPS``), for the length of
+        each call's inputs. Whenever only
         the last step is read, a single contraction over time is used instead, in
         every mode.
     truncate_ir : float or None
@@ -383,6 +384,9 @@ class LMU(keras.layers.Layer):
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if isinstance(self.layer, LMUFeedforward):
+            # "auto" picks for the length of these inputs (the layer may have been built
+            # for another: a direct convolution over a long sequence would be slow).
+            self.layer.conv_mode = self._resolved_conv_mode(inputs.shape[1])
             output, states = self.layer.run(
                 inputs,
                 training=training,
