@@ -34,6 +34,7 @@ Nengo is an optional dependency: ``pip install "keras-lmu3[nengo]"``.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -408,6 +409,13 @@ def read_keras_model(model_or_layer) -> KerasLMUSpec:
     for option in ("go_backwards", "return_state"):
         if getattr(lmu, option):
             raise ValueError(f"from_keras does not support LMUs with {option}=True")
+    if lmu.truncate_ir is not None and lmu.conv_mode in ("auto", "raw"):
+        # the network computes the exact memory; the LMU may drop its response's tail
+        raise ValueError(
+            f"from_keras does not support LMUs with truncate_ir={lmu.truncate_ir!r} "
+            f"(conv_mode={lmu.conv_mode!r} may truncate the impulse response): use "
+            "truncate_ir=None"
+        )
     hidden_cell = lmu.hidden_cell
     hidden = None if hidden_cell is None else _dense_spec(hidden_cell, "the LMU's hidden_cell")
     memory = lmu._memory_layer
@@ -465,6 +473,8 @@ class KerasLMUNetwork(nengo.Network):
         add_to_container: bool | None = None,
     ):
         super().__init__(label=label, seed=seed, add_to_container=add_to_container)
+        if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 < dt < math.inf:
+            raise ValueError(f"dt must be a positive number of seconds per Keras step, got {dt!r}")
         self.spec, self.dt = spec, float(dt)
         size = spec.memory_d * spec.order
         with self:

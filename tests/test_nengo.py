@@ -155,6 +155,10 @@ def test_from_keras_neural_memory_error_is_measured(psmnist_style_model):
             "memory_to_memory",
         ),
         (lambda i: keras.layers.Dense(3)(keras.layers.LSTM(4)(i)), "first layer is"),
+        (  # (it was converted without its truncation: outputs off by 0.18 of 0.94)
+            lambda i: keras_lmu.LMU(1, 4, 3, None, conv_mode="raw", truncate_ir=0.2)(i),
+            "truncate_ir=0.2",
+        ),
     ],
 )
 def test_from_keras_names_what_is_unsupported(make_model, message):
@@ -162,6 +166,15 @@ def test_from_keras_names_what_is_unsupported(make_model, message):
     model = keras.Model(inputs, make_model(inputs))
     with pytest.raises(ValueError, match=message):
         lmu_nengo.from_keras(model)
+
+
+@pytest.mark.parametrize("dt", [0, -1.0, float("nan")])
+def test_from_keras_names_a_bad_dt(dt):
+    """(it blamed theta, which the user did not pass: "theta must be positive")"""
+    inputs = keras.Input((10, 2))
+    model = keras.Model(inputs, keras_lmu.LMU(1, 4, 10, hidden_cell=None)(inputs))
+    with pytest.raises(ValueError, match="dt must be a positive number of seconds"):
+        lmu_nengo.from_keras(model, dt=dt)
 
 
 def neural_memory_error(n_neurons, seed=0):
