@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_lmu import legendre
+from keras_lmu import legendre, validation
 
 NENGO_INSTALL_HINT = 'pip install "keras-lmu3[nengo]"'
 
@@ -212,9 +212,15 @@ class LMUMemory(nengo.Network):
         add_to_container: bool | None = None,
     ):
         super().__init__(label=label, seed=seed, add_to_container=add_to_container)
-        if not theta > 0:
-            raise ValueError(f"theta must be positive (seconds), got {theta!r}")
-        self.order, self.theta, self.memory_d = int(order), float(theta), int(memory_d)
+        order = validation.positive_int("order", order)
+        memory_d = validation.positive_int("memory_d", memory_d)
+        if (
+            isinstance(theta, bool)
+            or not isinstance(theta, numbers.Real)
+            or not 0 < theta < math.inf
+        ):
+            raise ValueError(f"theta must be a finite positive number (seconds), got {theta!r}")
+        self.order, self.theta, self.memory_d = order, float(theta), memory_d
         self.neuron_type, self.tau = neuron_type, float(tau)
         process = LegendreStateSpace(order, theta, memory_d, discretizer, A, B)
         self.process = process
@@ -616,7 +622,11 @@ def run_sequences(
         raise ValueError(
             f"inputs must have shape (batch, steps, {network.spec.input_d}), got {inputs.shape}"
         )
+    if inputs.shape[0] == 0 or inputs.shape[1] == 0:
+        raise ValueError(f"inputs must hold at least one sequence of one step, got {inputs.shape}")
     sim_dt = network.dt if sim_dt is None else float(sim_dt)
+    if not 0 < sim_dt < math.inf:
+        raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")
     substeps = round(network.dt / sim_dt)
     if substeps < 1 or abs(substeps * sim_dt - network.dt) > 1e-9 * network.dt:
         raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")

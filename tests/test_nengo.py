@@ -177,6 +177,32 @@ def test_from_keras_names_a_bad_dt(dt):
         lmu_nengo.from_keras(model, dt=dt)
 
 
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ((4, float("inf")), ValueError, "theta must be a finite positive number"),  # (accepted)
+        ((4, 0.0), ValueError, "theta must be a finite positive number"),
+        ((2.5, 1.0), TypeError, "order must be a positive integer"),  # (Nengo's own error)
+        ((4, 1.0, 0), ValueError, "memory_d must be a positive integer"),
+    ],
+)
+def test_memory_names_its_bad_arguments(arguments, error, message):
+    with pytest.raises(error, match=message):
+        lmu_nengo.LMUMemory(*arguments, add_to_container=False)
+
+
+def test_run_sequences_names_bad_inputs_and_steps():
+    """(an empty batch failed inside NumPy, sim_dt=0 with a ZeroDivisionError)"""
+    inputs = keras.Input((10, 2))
+    model = keras.Model(inputs, keras_lmu.LMU(1, 4, 10, hidden_cell=None)(inputs))
+    network = lmu_nengo.from_keras(model, dt=0.001)
+    x = np.zeros((2, 3, 2))
+    with pytest.raises(ValueError, match=r"at least one sequence of one step, got \(0, 3, 2\)"):
+        lmu_nengo.run_sequences(network, x[:0])
+    with pytest.raises(ValueError, match="sim_dt=0.0 must divide the network's dt=0.001"):
+        lmu_nengo.run_sequences(network, x, sim_dt=0.0)
+
+
 def neural_memory_error(n_neurons, seed=0):
     """Normalized RMS error of a spiking memory against the exact one (white noise)."""
     order, theta, duration = 6, 0.5, 1.5
