@@ -185,8 +185,9 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     @contextlib.contextmanager
     def hidden_variables_carried(self):
         """Within this context, the loop over the steps carries the variables that the
-        hidden layers assign when called in training (``LMU``'s loop on JAX: random
-        states, moving statistics; :func:`keras_lmu.hidden_cells.variables_assigned_per_call`)."""
+        hidden layers assign when called in training (``LMU``'s loop on JAX and
+        TensorFlow: random states, moving statistics;
+        :func:`keras_lmu.hidden_cells.variables_assigned_per_call`)."""
         object.__setattr__(self, "_hidden_variables_carried", True)
         try:
             yield

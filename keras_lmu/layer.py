@@ -144,9 +144,8 @@ class LMU(keras.layers.Layer):
         How a parallel memory sequence is computed (see :class:`LMUFeedforward`);
         ``"auto"`` picks by state size, sequence length and backend from measured
         rules (``SCAN_MAX_SIZE``, ``DIRECT_CONVOLUTION_MAX_STEPS``), for the length of
-        each call's inputs. Whenever only
-        the last step is read, a single contraction over time is used instead, in
-        every mode.
+        each call's inputs. Whenever only the last step is read, a single contraction
+        over time is used instead, in every mode.
     truncate_ir : float or None
         Share of the impulse response's magnitude that ``conv_mode="raw"`` may drop
         from its tail; None (the default) never truncates.
