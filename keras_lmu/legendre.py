@@ -146,8 +146,14 @@ def impulse_response(A_bar: np.ndarray, B_bar: np.ndarray, steps: int) -> np.nda
         Shape (steps, order).
     """
     steps = validation.integer_at_least("steps", steps, 0)
-    response = np.empty((steps, A_bar.shape[0]))
-    state = np.asarray(B_bar, dtype=np.float64)
+    A_bar, state = np.asarray(A_bar, dtype=np.float64), np.asarray(B_bar, dtype=np.float64)
+    order = A_bar.shape[0] if A_bar.ndim == 2 else None
+    if A_bar.shape != (order, order) or state.shape != (order,):
+        raise ValueError(
+            "A_bar must have shape (order, order) and B_bar shape (order,), got "
+            f"{A_bar.shape} and {state.shape}"
+        )
+    response = np.empty((steps, order))
     for k in range(steps):
         response[k] = state
         state = A_bar @ state
@@ -174,6 +180,9 @@ def truncation_length(response: np.ndarray, tolerance: float) -> int:
     """
     if not tolerance >= 0:  # also rejects NaN
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    response = np.asarray(response)
+    if response.ndim != 2:
+        raise ValueError(f"response must have shape (steps, order), got {response.shape}")
     if len(response) == 0:
         raise ValueError("response must have at least one step, got an empty one")
     magnitude = np.abs(response).sum(axis=1)

@@ -154,6 +154,15 @@ def test_euler_stability_bound_separates_stable_from_unstable(order):
         (lambda: legendre.truncation_length(np.ones((3, 2)), -1.0), "tolerance must be a number"),
         (lambda: legendre.truncation_length(np.ones((3, 2)), float("nan")), "tolerance must be"),
         (lambda: legendre.truncation_length(np.ones((0, 2)), 0.1), "at least one step"),
+        (
+            lambda: legendre.truncation_length(np.ones(5), 0.1),
+            r"shape \(steps, order\), got \(5,\)",
+        ),
+        (
+            lambda: legendre.impulse_response(np.eye(3), np.ones(4), 2),
+            r"B_bar shape \(order,\), got \(3, 3\) and \(4,\)",
+        ),
+        (lambda: legendre.impulse_response(np.ones((2, 3)), np.ones(2), 2), "A_bar must have"),
         (lambda: legendre.legendre_basis(4, 10.0, [-1.0, 5.0]), r"delays must lie in \[0, theta\]"),
         (lambda: legendre.decode_window(np.ones(4), 10.0, [0.0, 12.5]), "got 12.5 \\(1 outside\\)"),
     ],
