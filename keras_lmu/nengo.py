@@ -34,7 +34,6 @@ Nengo is an optional dependency: ``pip install "keras-lmu3[nengo]"``.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -214,13 +213,8 @@ class LMUMemory(nengo.Network):
         super().__init__(label=label, seed=seed, add_to_container=add_to_container)
         order = validation.positive_int("order", order)
         memory_d = validation.positive_int("memory_d", memory_d)
-        if (
-            isinstance(theta, bool)
-            or not isinstance(theta, numbers.Real)
-            or not 0 < theta < math.inf
-        ):
-            raise ValueError(f"theta must be a finite positive number (seconds), got {theta!r}")
-        self.order, self.theta, self.memory_d = order, float(theta), memory_d
+        theta = validation.positive_finite("theta", theta)  # (seconds)
+        self.order, self.theta, self.memory_d = order, theta, memory_d
         self.neuron_type, self.tau = neuron_type, float(tau)
         process = LegendreStateSpace(order, theta, memory_d, discretizer, A, B)
         self.process = process
@@ -479,9 +473,7 @@ class KerasLMUNetwork(nengo.Network):
         add_to_container: bool | None = None,
     ):
         super().__init__(label=label, seed=seed, add_to_container=add_to_container)
-        if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 < dt < math.inf:
-            raise ValueError(f"dt must be a positive number of seconds per Keras step, got {dt!r}")
-        self.spec, self.dt = spec, float(dt)
+        self.spec, self.dt = spec, validation.positive_finite("dt", dt)  # (seconds per step)
         size = spec.memory_d * spec.order
         with self:
             self.input = nengo.Node(size_in=spec.input_d, label="input")
@@ -625,9 +617,7 @@ def run_sequences(
     if inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must hold at least one sequence of one step, got {inputs.shape}")
     sim_dt = network.dt if sim_dt is None else float(sim_dt)
-    if not 0 < sim_dt < math.inf:
-        raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")
-    substeps = round(network.dt / sim_dt)
+    substeps = round(network.dt / sim_dt) if 0 < sim_dt < math.inf else 0
     if substeps < 1 or abs(substeps * sim_dt - network.dt) > 1e-9 * network.dt:
         raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")
     batch, steps, _ = inputs.shape

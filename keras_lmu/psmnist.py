@@ -46,6 +46,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -559,8 +560,6 @@ def load_classifier(path: os.PathLike, input_shape: tuple) -> keras.Model:
         know, ...) or the model takes inputs of another shape; the message names the
         file and the reason.
     """
-    import zipfile
-
     import keras
 
     import keras_lmu  # noqa: F401 (registers the LMU layers for loading)

@@ -173,7 +173,7 @@ def test_from_keras_names_a_bad_dt(dt):
     """(it blamed theta, which the user did not pass: "theta must be positive")"""
     inputs = keras.Input((10, 2))
     model = keras.Model(inputs, keras_lmu.LMU(1, 4, 10, hidden_cell=None)(inputs))
-    with pytest.raises(ValueError, match="dt must be a positive number of seconds"):
+    with pytest.raises(ValueError, match="dt must be a finite positive number, got"):
         lmu_nengo.from_keras(model, dt=dt)
 
 
