@@ -84,14 +84,19 @@ def stacked_cells():
     return keras.layers.StackedRNNCells([ReluRNNCell(4), inner])
 
 
+def assign_random_weights(layer, rng):
+    """Weights from U(-0.5, 0.5), but theta (its initial value)."""
+    for w in layer.weights:
+        if w.name != "theta_inv":
+            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+
+
 def build_pair(options, rng, features=2, **kwargs):
     """An LMU with random weights, and a factory of copies with the same weights."""
     layer = make_lmu(options, **kwargs)
     x = rng.uniform(-1, 1, (3, 16, features))
     layer(x)
-    for w in layer.weights:
-        if w.name != "theta_inv":
-            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+    assign_random_weights(layer, rng)
 
     def copy(**other):
         clone = make_lmu(options, **{**kwargs, **other})
@@ -398,9 +403,7 @@ def test_masked_parallel_form_trains_as_step_by_step(
         models.append(keras.Model(inp, lmu(keras.layers.Masking(0.0, dtype=DTYPE)(inp))))
         models[-1].compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         assert isinstance(lmu.layer, keras_lmu.LMUFeedforward) == parallel
-    for w in models[0].weights:
-        if w.name != "theta_inv":
-            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+    assign_random_weights(models[0], rng)
     initial = models[0].get_weights()
     models[1].set_weights(initial)
     results = []
@@ -440,9 +443,7 @@ def test_steps_grouped_per_iteration_train_as_one_per_iteration(
         models[-1].compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
     # Weights drawn here, not by Keras's initializers from the global seed: with some
     # of those every relu was off at the last step, and nothing trained.
-    for w in models[0].weights:
-        if w.name != "theta_inv":
-            w.assign(rng.uniform(-0.5, 0.5, w.shape))
+    assign_random_weights(models[0], rng)
     initial = models[0].get_weights()
     models[1].set_weights(initial)
     results = []
