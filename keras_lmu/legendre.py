@@ -247,8 +247,17 @@ def decode_window(memory: np.ndarray, theta: float, delays: np.ndarray) -> np.nd
     -------
     numpy.ndarray
         Shape (..., len(delays)).
+
+    Raises
+    ------
+    ValueError
+        For a memory without an order axis (a scalar), or a bad delay or ``theta``.
     """
     memory = np.asarray(memory, dtype=np.float64)
+    if memory.ndim == 0 or memory.shape[-1] == 0:
+        raise ValueError(
+            f"memory must have shape (..., order) with order >= 1, got shape {memory.shape}"
+        )
     return memory @ legendre_basis(memory.shape[-1], theta, delays).T
 
 
@@ -283,5 +292,22 @@ def euler_stability_bound(order: int) -> float:
     orders, choose ``theta`` with a margin, or zoh.
     """
     A, _ = continuous_system(order)
+    return euler_stability_bound_of(A)
+
+
+def euler_stability_bound_of(A: np.ndarray) -> float:
+    """Smallest ``theta`` for which ``A_bar = I + A / theta`` keeps the decaying modes
+    of ``theta dm/dt = A m + B u`` from growing.
+
+    ``max |lambda|^2 / (-2 Re lambda)`` over the eigenvalues ``lambda`` of ``A`` with
+    negative real part (modes that do not decay in continuous time are left out: no
+    discretization makes them decay); 0 when there are none.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square matrix, got shape {A.shape}")
     eigenvalues = np.linalg.eigvals(A)
-    return float(np.max(np.abs(eigenvalues) ** 2 / (-2.0 * eigenvalues.real)))
+    decaying = eigenvalues[eigenvalues.real < 0]
+    if not decaying.size:
+        return 0.0
+    return float(np.max(np.abs(decaying) ** 2 / (-2.0 * decaying.real)))

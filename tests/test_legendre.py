@@ -165,6 +165,11 @@ def test_euler_stability_bound_separates_stable_from_unstable(order):
         (lambda: legendre.impulse_response(np.ones((2, 3)), np.ones(2), 2), "A_bar must have"),
         (lambda: legendre.legendre_basis(4, 10.0, [-1.0, 5.0]), r"delays must lie in \[0, theta\]"),
         (lambda: legendre.decode_window(np.ones(4), 10.0, [0.0, 12.5]), "got 12.5 \\(1 outside\\)"),
+        (
+            lambda: legendre.decode_window(1.0, 4.0, [0.0]),
+            r"memory must have shape \(\.\.\., order\)",
+        ),
+        (lambda: legendre.decode_window(np.ones((2, 0)), 4.0, [0.0]), r"got shape \(2, 0\)"),
     ],
 )
 def test_bad_arguments_are_named(call, message):
