@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,20 @@ class LegendreStateSpace(nengo.Process):
         """``(A_bar, B_bar)`` for a simulator time step ``dt`` (seconds)."""
         return legendre.discretize(self.A, self.B, self.theta / dt, self.discretizer)
 
+    def _warn_if_euler_unstable(self, dt: float) -> None:
+        """Warn, as the layers do, when euler is unstable for ``theta / dt`` steps."""
+        bound = legendre.euler_stability_bound_of(self.A)
+        if self.theta / dt < bound:
+            warnings.warn(
+                f"LegendreStateSpace: discretizer='euler' is unstable with theta="
+                f"{self.theta:g} s at the simulator's dt={dt:g} s (theta / dt = "
+                f"{self.theta / dt:g} steps, below the bound of {bound:.6g} for this A): the "
+                f"memory grows without bound. Use discretizer='zoh' (stable for every theta), "
+                f"theta >= {bound * dt:.6g} s or a smaller dt.",
+                validation.UnstableDiscretizationWarning,
+                stacklevel=2,
+            )
+
     def make_state(self, shape_in, shape_out, dt, dtype=None):
         return {"memory": np.zeros(shape_out, dtype=np.float64)}
 
@@ -141,6 +156,8 @@ class LegendreStateSpace(nengo.Process):
                 f"size_in={self.memory_d} and size_out={self.memory_d * self.order}, got "
                 f"{shape_in} and {shape_out}"
             )
+        if self.discretizer == "euler":
+            self._warn_if_euler_unstable(dt)
         A_bar, B_bar = self.discrete_system(dt)
         A_bar_transposed = np.ascontiguousarray(A_bar.T)
         memory = state["memory"]

@@ -2,6 +2,7 @@
 converted to Nengo; online learning of a delay with PES."""
 
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -189,6 +190,31 @@ def test_from_keras_names_a_bad_dt(dt):
 def test_memory_names_its_bad_arguments(arguments, error, message):
     with pytest.raises(error, match=message):
         lmu_nengo.LMUMemory(*arguments, add_to_container=False)
+
+
+def test_euler_memory_warns_where_it_grows_and_matches_the_layers_bound():
+    """theta (seconds) / dt below euler's bound in steps: the memory runs away (it did
+    without a warning); at the bound it does not, and stays silent."""
+    order, dt = 4, 0.001
+    bound = legendre.euler_stability_bound(order)  # about 5.2 steps
+    signal = np.ones((200, 1))
+    unstable = lmu_nengo.LMUMemory(order, 0.9 * bound * dt, discretizer="euler")
+    with pytest.warns(keras_lmu.UnstableDiscretizationWarning, match=r"theta >= 0\.00515196 s"):
+        runaway = simulate_memory(unstable, signal, dt)
+    assert np.max(np.abs(runaway[-1])) > 1e3
+    stable = lmu_nengo.LMUMemory(order, 1.01 * bound * dt, discretizer="euler")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", keras_lmu.UnstableDiscretizationWarning)
+        bounded = simulate_memory(stable, signal, dt)
+    assert np.max(np.abs(bounded)) < 10.0
+
+
+def test_euler_bound_of_a_custom_system_leaves_out_growing_modes():
+    A = np.diag([-2.0, 0.5])  # the growing mode grows in any discretization
+    assert legendre.euler_stability_bound_of(A) == pytest.approx(1.0)
+    assert legendre.euler_stability_bound_of(np.eye(2)) == 0.0
+    with pytest.raises(ValueError, match=r"A must be a square matrix, got shape \(2, 3\)"):
+        legendre.euler_stability_bound_of(np.ones((2, 3)))
 
 
 def test_run_sequences_names_bad_inputs_and_steps():
