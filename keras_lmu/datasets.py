@@ -221,6 +221,12 @@ def _check_mnist_arrays(arrays: dict[str, np.ndarray], source: str) -> RawMnist:
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
+RK4_DECAY_STABILITY_LIMIT = 2.785293563405282
+"""Largest ``gamma * h`` for which fourth-order Runge-Kutta with step ``h`` keeps
+``dx/dt = -gamma * x`` from growing: the positive root of ``z**3 - 4 z**2 + 12 z - 24``,
+where the method's growth factor ``1 - z + z**2/2 - z**3/6 + z**4/24`` equals 1."""
+
+
 def mackey_glass(
     steps: int,
     tau: float = 17,
@@ -262,7 +268,9 @@ def mackey_glass(
         Number of samples (spaced ``dt``) integrated and discarded before the
         returned ones.
     substeps : int
-        Integration steps per sample.
+        Integration steps per sample; ``gamma * dt / substeps`` must be below
+        ``RK4_DECAY_STABILITY_LIMIT`` (about 2.79), where the integration would grow
+        without bound.
 
     Returns
     -------
@@ -287,6 +295,14 @@ def mackey_glass(
     if delay < 1:
         raise ValueError(
             f"tau must be at least the integration step dt / substeps = {step}, got {tau}"
+        )
+    if gamma * step >= RK4_DECAY_STABILITY_LIMIT:
+        raise ValueError(
+            f"the integration step dt / substeps = {step:g} is too coarse for gamma={gamma:g}: "
+            f"fourth-order Runge-Kutta of the decay -gamma * x grows without bound unless "
+            f"gamma * dt / substeps < {RK4_DECAY_STABILITY_LIMIT:.4f}; use substeps >= "
+            f"{math.floor(gamma * dt / RK4_DECAY_STABILITY_LIMIT) + 1} (a few times more for "
+            "accuracy)"
         )
     history = _initial_history(tau, delay, seed)
     trajectory = _integrate_mackey_glass(

@@ -386,8 +386,24 @@ def test_mackey_glass_other_parameters():
         ({"steps": 10, "seed": None}, "seed"),
         ({"steps": 10, "washout": -5}, "washout"),
         ({"steps": 10, "substeps": 0}, "substeps"),
+        ({"steps": 10, "gamma": 50.0, "substeps": 1}, "too coarse for gamma=50: .* substeps >= 18"),
+        ({"steps": 10, "gamma": 0.5, "dt": 6.0, "substeps": 1}, "dt / substeps = 6 is too coarse"),
     ],
 )
 def test_mackey_glass_rejects_bad_arguments(kwargs, name):
     with pytest.raises((TypeError, ValueError), match=name):
         mackey_glass(**kwargs)
+
+
+def test_mackey_glass_step_limit_separates_bounded_from_growing_integration():
+    """Just inside the limit the series stays bounded; the integrator just outside it
+    (called directly, past the check) grows without bound: the check refuses exactly
+    the steps that would return garbage."""
+    limit = datasets.RK4_DECAY_STABILITY_LIMIT
+    inside = mackey_glass(400, gamma=0.99 * limit, substeps=1, washout=3)
+    assert np.all(np.isfinite(inside)) and np.max(np.abs(inside)) < 2.0
+    history = [1.0] * 20
+    outside = datasets._integrate_mackey_glass(history, 400, 17.0, 1.0, 0.2, 1.01 * limit, 10.0)
+    assert abs(outside[-1]) > 1e3
+    with pytest.raises(ValueError, match="too coarse"):
+        mackey_glass(10, gamma=1.01 * limit, substeps=1)
