@@ -106,6 +106,8 @@ class LegendreMemory(keras.layers.Layer):
         self.seed = seed
         self.trainable_A = validation.flag("trainable_A", trainable_A)
         self.trainable_B = validation.flag("trainable_B", trainable_B)
+        if self.has_trainable_system and self.discretizer == "zoh":
+            self._check_theta_for_graph_discretization()
         if self.hidden_to_memory and hidden_cell is None:
             raise ValueError("hidden_to_memory=True needs a hidden_cell, got hidden_cell=None")
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -231,6 +233,28 @@ class LegendreMemory(keras.layers.Layer):
             # (A_bar - I)^T, in float64 before the rounding to the memory dtype.
             transition = np.ascontiguousarray((A_bar - np.eye(self.order)).T)
             self._fixed_step_system = (transition, B_bar)
+
+    def _check_theta_for_graph_discretization(self) -> None:
+        """Refuse a ``theta`` too small for the zero-order hold computed in the graph.
+
+        A trainable ``theta``, ``A`` or ``B`` is discretized in the memory dtype by
+        :func:`keras_lmu.ops.matrix_exponential`, which handles 1-norms of
+        ``[A, B] / theta`` up to :func:`keras_lmu.ops.matrix_exponential_max_norm`
+        (about 4.3e9 in float32): below the ``theta`` that reaches it the memory
+        would be NaN (a fixed memory is discretized in float64 on the host, down to
+        ``theta`` ~1e-38).
+        """
+        A, B = legendre.continuous_system(self.order)
+        augmented = np.concatenate([A, B[:, None]], axis=1)
+        norm = float(np.max(np.sum(np.abs(augmented), axis=0)))
+        smallest = norm / lmu_ops.matrix_exponential_max_norm(self.memory_dtype)
+        if self._init_theta < smallest:
+            raise ValueError(
+                f"{self.name}: theta={self._init_theta:g} is too small for an order-"
+                f"{self.order} memory discretized in the graph (trainable theta, A or B, "
+                f"discretizer='zoh'): the matrix exponential of A / theta in "
+                f"{self.memory_dtype} needs theta >= {smallest:.3g}"
+            )
 
     @property
     def has_trainable_system(self) -> bool:

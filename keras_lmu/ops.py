@@ -58,6 +58,14 @@ def full_float32_precision():
         yield
 
 
+def matrix_exponential_max_norm(dtype: str) -> float:
+    """Largest 1-norm of a matrix whose :func:`matrix_exponential` in ``dtype`` is
+    computed as designed (``EXPM_TAYLOR_MAX_NORM`` after ``EXPM_MAX_SQUARINGS``
+    halvings); beyond it the Taylor polynomial is evaluated too far out and the
+    result is wrong or NaN."""
+    return EXPM_TAYLOR_MAX_NORM.get(dtype, 0.5) * 2.0**EXPM_MAX_SQUARINGS
+
+
 def matrix_exponential(x):
     """Matrix exponential ``expm(x)`` of a square matrix, from matrix products only.
 

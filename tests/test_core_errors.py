@@ -210,6 +210,36 @@ def test_stable_discretization_does_not_warn(overrides):
         construct("LMU", **{"order": 256, "theta": 784.0, "discretizer": "euler", **overrides})
 
 
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("trainable", ["trainable_theta", "trainable_A", "trainable_B"])
+def test_theta_too_small_for_the_graph_discretization_is_refused(cls, trainable):
+    """Below the matrix exponential's range (order 4: theta ~3.7e-9 in float32) the
+    in-graph zero-order hold was NaN; just above it the memory is the fixed one's."""
+    from keras_lmu import legendre
+    from keras_lmu import ops as lmu_ops
+
+    A, B = legendre.continuous_system(4)
+    norm = np.max(np.sum(np.abs(np.concatenate([A, B[:, None]], axis=1)), axis=0))
+    smallest = norm / lmu_ops.matrix_exponential_max_norm("float32")
+    with pytest.raises(
+        ValueError, match=r"theta=3\.50177e-09 is too small .* needs theta >= 3\.73e-09"
+    ):
+        construct(cls, theta=0.94 * smallest, **{trainable: True})
+    if cls == "LMUCell":
+        return
+    x = np.random.default_rng(0).standard_normal((2, 6, 1)).astype("float32")
+    outputs = []
+    for flag in (True, False):
+        layer = construct(cls, theta=1.01 * smallest, return_sequences=True, **{trainable: flag})
+        layer.build(x.shape)
+        for weight in layer.weights:  # the same encoder
+            if weight.name == "kernel":
+                weight.assign(np.ones(weight.shape))
+        outputs.append(keras.ops.convert_to_numpy(layer(x)))
+    assert np.all(np.isfinite(outputs[0]))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=0, atol=1e-5)
+
+
 def test_euler_stability_bound_is_where_euler_becomes_stable():
     from keras_lmu import legendre
 
