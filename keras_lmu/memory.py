@@ -114,6 +114,7 @@ class LegendreMemory(keras.layers.Layer):
         self.kernel = self.bias = self.theta_inv = self.recurrent_kernel = None
         self.A = self.B = None
         self._fixed_system = None
+        self._reference_exponential = None
         self._fixed_step_system = None
         self._fixed_step_arrays_by_dtype = {}
 
@@ -225,6 +226,12 @@ class LegendreMemory(keras.layers.Layer):
             self.B = self.add_weight(
                 name="B", shape=B.shape, initializer=_exact_constant(B), autocast=False
             )
+        if self.theta_inv is not None and self.A is None and self.B is None:
+            if self.discretizer == "zoh":
+                A_bar, B_bar = legendre.discrete_system(self.order, self._init_theta)
+                self._reference_exponential = np.block(
+                    [[A_bar, B_bar[:, None]], [np.zeros((1, self.order)), np.ones((1, 1))]]
+                )
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer
@@ -287,6 +294,15 @@ class LegendreMemory(keras.layers.Layer):
             theta_inv = ops.cast(self.theta_inv, dtype)
         else:
             theta_inv = ops.convert_to_tensor(1.0 / self._init_theta, dtype)
+        if self._reference_exponential is not None:
+            # Only theta is trained: from the exact system at the initial theta.
+            return lmu_ops.discretize_zoh_near(
+                A,
+                B,
+                theta_inv,
+                1.0 / self._init_theta,
+                ops.convert_to_tensor(self._reference_exponential, dtype),
+            )
         return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
 
     def step_weights(self) -> StepWeights:

@@ -170,10 +170,58 @@ def discretize_zoh(A, B, theta_inv):
     A_bar, B_bar
         Tensors of shape (order, order) and (order,).
     """
-    order = A.shape[0]
-    top = ops.concatenate([A * theta_inv, ops.expand_dims(B * theta_inv, 1)], axis=1)
-    augmented = ops.pad(top, [[0, 1], [0, 0]])
-    exponential = matrix_exponential(augmented)
+    exponential = matrix_exponential(augmented_system(A, B) * theta_inv)
+    return _split_augmented(exponential)
+
+
+def discretize_zoh_near(A, B, theta_inv, reference_theta_inv: float, reference_exponential):
+    """Zero-order hold (dt = 1) at ``theta_inv`` from an exact one at
+    ``reference_theta_inv``, for fixed ``A`` and ``B``.
+
+    With ``M = [[A, B], [0, 0]]`` (:func:`augmented_system`), ``M`` commutes with
+    itself, so ``expm(M t) = expm(M t0) expm(M (t - t0))``. ``reference_exponential``
+    is ``expm(M t0)`` computed once, exactly (float64, on the host); for ``t >= t0``
+    (theta at or below its reference) only ``expm(M (t - t0))`` is computed in the
+    graph, whose norm is small while theta stays near its reference: at ``t0`` the
+    result is the exact discretization, rounded once. For ``t < t0`` (theta grown)
+    it is ``expm(M t)``, of a smaller norm than at ``t0`` (``expm(M (t - t0))`` would
+    be a growing exponential there).
+
+    In float32 :func:`matrix_exponential` loses accuracy to the squarings of the
+    far-from-normal ``A / theta``. 784 steps of memory (``LMUFeedforward``,
+    ``conv_mode="raw"``) at the initial theta 784, relative to a float64 reference,
+    on JAX, TensorFlow and PyTorch: order 256, 2.9e-4, 2.0e-4 and 2.2e-4 from
+    ``expm(M t)``, 7.8e-6, 7.7e-6 and 5.6e-6 this way; order 512, 4.5e-3, 1.0e-3 and
+    8.8e-4 against 1.1e-5, 7.0e-6 and 6.4e-6. A fixed memory, whose response is
+    computed in float64 on the host, is off by 4.4-9.0e-7.
+
+    Returns
+    -------
+    A_bar, B_bar
+        Tensors of shape (order, order) and (order,), differentiable in ``theta_inv``.
+    """
+    augmented = augmented_system(A, B)
+    dtype = augmented.dtype
+    reference_theta_inv = ops.convert_to_tensor(reference_theta_inv, dtype)
+    above = theta_inv >= reference_theta_inv
+    start = ops.where(above, reference_theta_inv, ops.zeros_like(reference_theta_inv))
+    factor = ops.where(
+        above, reference_exponential, ops.eye(static_size(augmented, 0), dtype=dtype)
+    )
+    exponential = matrix_product(factor, matrix_exponential(augmented * (theta_inv - start)))
+    return _split_augmented(exponential)
+
+
+def augmented_system(A, B):
+    """``[[A, B], [0, 0]]``, shape (order + 1, order + 1): its exponential
+    ``expm(M / theta) = [[A_bar, B_bar], [0, 1]]`` is the zero-order hold."""
+    top = ops.concatenate([A, ops.expand_dims(B, 1)], axis=1)
+    return ops.pad(top, [[0, 1], [0, 0]])
+
+
+def _split_augmented(exponential):
+    """``(A_bar, B_bar)`` out of ``[[A_bar, B_bar], [0, 1]]``."""
+    order = static_size(exponential, 0) - 1
     return exponential[:order, :order], exponential[:order, order]
 
 
