@@ -67,21 +67,31 @@ def matrix_exponential_max_norm(dtype: str) -> float:
 
 
 def matrix_exponential(x):
-    """Matrix exponential ``expm(x)`` of a square matrix, from matrix products only.
-
-    Scaling and squaring: ``expm(x) = expm(x / 2^s)^(2^s)`` with ``s`` the fewest
-    halvings that bring the 1-norm to ``EXPM_TAYLOR_MAX_NORM``, where a Taylor
-    polynomial of degree ``EXPM_TAYLOR_DEGREE`` (Paterson-Stockmeyer: six products)
-    is exact to float64 rounding. The squarings are done in blocks of 16, 8, 4, 2
-    and 1, each under ``keras.ops.cond``, so only those needed run.
+    """Matrix exponential ``expm(x)`` of a square matrix, from matrix products only:
+    ``I + matrix_exponential_minus_identity(x)``.
 
     Written in ``keras.ops`` (differentiable on every backend) rather than with the
     backends' ``expm``, whose solves (LU factorizations) neither ONNX nor a
     TensorFlow SavedModel exported from JAX can run: with this, an LMU with a
     trainable ``theta``, ``A`` or ``B`` exports like the others.
     """
+    return ops.eye(x.shape[-1], dtype=x.dtype) + matrix_exponential_minus_identity(x)
+
+
+def matrix_exponential_minus_identity(x):
+    """``expm(x) - I`` of a square matrix, accurate when it is small (as ``expm1``).
+
+    Scaling and squaring: ``expm(x) = expm(x / 2^s)^(2^s)`` with ``s`` the fewest
+    halvings that bring the 1-norm to ``EXPM_TAYLOR_MAX_NORM``, where a Taylor
+    polynomial of degree ``EXPM_TAYLOR_DEGREE`` (Paterson-Stockmeyer: six products)
+    is exact to float64 rounding. The polynomial leaves out its constant ``I`` and each
+    squaring ``(I + Y)^2 = I + (2 Y + Y^2)`` updates ``Y`` alone, so the small
+    difference from the identity of the exponential of a small ``x`` (``A / theta``
+    for a long window) is not rounded against the 1s of the diagonal. The squarings
+    are done in blocks of 16, 8, 4, 2 and 1, each under ``keras.ops.cond``, so only
+    those needed run.
+    """
     dtype = x.dtype
-    size = x.shape[-1]
     norm = ops.max(ops.sum(ops.abs(x), axis=0))
     tiny = ops.cast(np.finfo(np.float32).tiny, dtype)
     largest = EXPM_TAYLOR_MAX_NORM.get(ops.dtype(x), 0.5)
@@ -89,26 +99,25 @@ def matrix_exponential(x):
     squarings = ops.clip(squarings, 0.0, float(EXPM_MAX_SQUARINGS))
     x = x * ops.power(ops.cast(2, dtype), -squarings)
 
-    # Paterson-Stockmeyer: sum_k x^k / k! = B0 + x^4 (B1 + x^4 (B2 + x^4 B3)), where
-    # B_j = sum_{i < 4} x^i / (4j + i)!.
-    identity = ops.eye(size, dtype=dtype)
-    powers = [identity, x]
+    # Paterson-Stockmeyer: sum_{k >= 1} x^k / k! = B0 + x^4 (B1 + x^4 (B2 + x^4 B3)),
+    # where B_j = sum_{i < 4} x^i / (4j + i)! (B0 without its i = 0 term, the identity).
+    powers = [ops.eye(x.shape[-1], dtype=dtype), x]
     for _ in range(2, 5):
         powers.append(matrix_product(powers[-1], x))
     factorials = [float(value) for value in np.cumprod(np.arange(1.0, EXPM_TAYLOR_DEGREE + 1))]
     factorials = [1.0] + factorials
     blocks = [
-        sum(powers[i] / factorials[4 * j + i] for i in range(4))
+        sum(powers[i] / factorials[4 * j + i] for i in range(4) if 4 * j + i > 0)
         for j in range((EXPM_TAYLOR_DEGREE + 1) // 4)
     ]
     result = blocks[-1]
     for block in reversed(blocks[:-1]):
         result = block + matrix_product(powers[4], result)
 
-    def square(matrix, times):
+    def square(difference, times):
         for _ in range(times):
-            matrix = matrix_product(matrix, matrix)
-        return matrix
+            difference = 2.0 * difference + matrix_product(difference, difference)
+        return difference
 
     remaining = squarings
     for times in (16, 8, 4, 2, 1):
@@ -187,13 +196,13 @@ def discretize_zoh_near(A, B, theta_inv, reference_theta_inv: float, reference_e
     it is ``expm(M t)``, of a smaller norm than at ``t0`` (``expm(M (t - t0))`` would
     be a growing exponential there).
 
-    In float32 :func:`matrix_exponential` loses accuracy to the squarings of the
-    far-from-normal ``A / theta``. 784 steps of memory (``LMUFeedforward``,
-    ``conv_mode="raw"``) at the initial theta 784, relative to a float64 reference,
-    on JAX, TensorFlow and PyTorch: order 256, 2.9e-4, 2.0e-4 and 2.2e-4 from
-    ``expm(M t)``, 7.8e-6, 7.7e-6 and 5.6e-6 this way; order 512, 4.5e-3, 1.0e-3 and
-    8.8e-4 against 1.1e-5, 7.0e-6 and 6.4e-6. A fixed memory, whose response is
-    computed in float64 on the host, is off by 4.4-9.0e-7.
+    784 steps of memory (``LMUFeedforward``, ``conv_mode="raw"``) at the initial theta
+    784 in float32, relative to a float64 reference, on JAX, TensorFlow and PyTorch:
+    order 256, 1.5e-5 to 1.6e-5 from ``expm(M t)`` (as for a trainable ``A``; 2.0e-4
+    to 2.9e-4 before :func:`matrix_exponential_minus_identity` squared
+    ``expm(x) - I``), 5.6e-6 to 7.8e-6 this way; order 512, 3.6e-5 to 5.3e-5 (8.8e-4
+    to 4.5e-3 before) against 6.4e-6 to 1.1e-5. A fixed memory, whose response is
+    computed in float64 on the host, is off by 4.4e-7 to 9.0e-7.
 
     Returns
     -------
@@ -208,8 +217,9 @@ def discretize_zoh_near(A, B, theta_inv, reference_theta_inv: float, reference_e
     factor = ops.where(
         above, reference_exponential, ops.eye(static_size(augmented, 0), dtype=dtype)
     )
-    exponential = matrix_product(factor, matrix_exponential(augmented * (theta_inv - start)))
-    return _split_augmented(exponential)
+    # factor (I + D) = factor + factor D: the product adds only the small factor D.
+    difference = matrix_exponential_minus_identity(augmented * (theta_inv - start))
+    return _split_augmented(factor + matrix_product(factor, difference))
 
 
 def augmented_system(A, B):
