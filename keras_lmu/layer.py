@@ -536,14 +536,12 @@ class _LMURNN(keras.layers.RNN):
         return output, memory, *hidden_states
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        """Step through the sequence, preparing the step's weights once for all steps."""
+        """Step through the sequence (the cell's step weights are made once for all steps,
+        before the loop, with its dropout masks: ``LMUCell.get_dropout_mask``)."""
         memory = getattr(self, "_carried_memory", None)
         if memory is not None:  # the memory as given, not rounded to the compute dtype
             initial_state = [memory, *initial_state[1:]]
-        with self.cell.reuse_step_weights():
-            last_output, outputs, states = self._masked_loop(
-                sequences, initial_state, mask, training
-            )
+        last_output, outputs, states = self._masked_loop(sequences, initial_state, mask, training)
         object.__setattr__(self, "_carried_memory", states[0])
         return last_output, outputs, states
 

@@ -913,3 +913,30 @@ def test_auto_conv_mode_keeps_the_fft_longer_for_larger_states(
     lmu.build((1, steps, 1))  # the form is picked when the layer is built
     expected = {"torch": torch_mode, "tensorflow": tensorflow_mode}
     assert lmu.layer.conv_mode == expected.get(keras.backend.backend(), "scan")
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_rnn_of_lmucell_discretizes_once_per_sequence(rng, dropout):
+    """Keras's RNN makes the cell's step weights with its dropout masks, before its loop:
+    a trainable theta was discretized (a matrix exponential) at every step (a training
+    step over 200 steps at order 256 took 44x to 330x as long as with a fixed theta).
+    The weights are made again at every call: a theta changed between calls is used."""
+    cell = keras_lmu.LMUCell(1, 4, 6.0, None, trainable_theta=True, dropout=dropout, seed=3)
+    layer = keras.layers.RNN(cell, return_sequences=True)
+    x = rng.uniform(-1, 1, (2, 12, 1)).astype("float32")
+    layer(x)
+    original = type(cell).discrete_system
+    with mock.patch.object(
+        type(cell), "discrete_system", autospec=True, side_effect=original
+    ) as discretizations:
+        layer(x, training=True)
+    assert discretizations.call_count == 1
+    assert cell._sequence_weights is None  # nothing kept past the loop
+
+    cell.theta_inv.assign(1 / 9.0)
+    states = cell.get_initial_state(2)
+    expected = []
+    for t in range(12):  # the cell called directly discretizes at every call
+        output, states = cell(keras.ops.convert_to_tensor(x[:, t]), states)
+        expected.append(keras.ops.convert_to_numpy(output))
+    assert_close(layer(x), np.stack(expected, 1), tolerance=1e-6)
