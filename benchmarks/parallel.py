@@ -205,9 +205,10 @@ def make_model(spec: dict, form: str):
     if form == "rnn":
         layer = keras.layers.RNN(keras_lmu.LMUCell(**memory), return_sequences=return_sequences)
     elif form == "lmu-rnn":
-        from keras_lmu.layer import _LMURNN
-
-        layer = _LMURNN(keras_lmu.LMUCell(**memory), return_sequences=return_sequences)
+        # LMU held to its step-by-step form (its inner loop layer, used alone, returns
+        # the states too).
+        layer = keras_lmu.LMU(**memory, return_sequences=return_sequences)
+        layer.uses_parallel_form = lambda: False
     else:
         layer = keras_lmu.LMUFeedforward(
             **memory,
