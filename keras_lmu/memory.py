@@ -226,12 +226,13 @@ class LegendreMemory(keras.layers.Layer):
             self.B = self.add_weight(
                 name="B", shape=B.shape, initializer=_exact_constant(B), autocast=False
             )
-        if self.theta_inv is not None and self.A is None and self.B is None:
-            if self.discretizer == "zoh":
-                A_bar, B_bar = legendre.discrete_system(self.order, self._init_theta)
-                self._reference_exponential = np.block(
-                    [[A_bar, B_bar[:, None]], [np.zeros((1, self.order)), np.ones((1, 1))]]
-                )
+        only_theta_trained = self.trainable_theta and not (self.trainable_A or self.trainable_B)
+        if only_theta_trained and self.discretizer == "zoh":
+            # Discretized in the graph from the exact system at the initial theta.
+            A_bar, B_bar = legendre.discrete_system(self.order, self._init_theta)
+            self._reference_exponential = np.block(
+                [[A_bar, B_bar[:, None]], [np.zeros((1, self.order)), np.ones((1, 1))]]
+            )
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer
