@@ -698,6 +698,13 @@ def _figure_file_problem(path: Path, plots) -> str | None:
 
 def run_plot_basis(args: argparse.Namespace) -> int:
     """Draw the figure of ``keras-lmu plot-basis``; return the exit status."""
+    from keras_lmu import legendre
+
+    try:  # a window too short for the order: its matrix exponential overflows
+        legendre.discrete_system(args.order, args.theta)
+    except ValueError as error:
+        print(f"error: argument --theta: {error}", file=sys.stderr)
+        return 2
     plots, path = _plots_and_figure_path("plot-basis", args.out)
     if plots is None:
         return 1

@@ -88,19 +88,29 @@ def command_environ() -> dict:
     return {**os.environ, **_replaced_environment}
 
 
-def set_for_command() -> None:
+def set_for_command() -> bool:
     """When this interpreter runs the ``keras-lmu`` command and has not imported Keras
     yet, set ``KERAS_BACKEND`` to the backend the command wants, if it is installed.
 
-    Where it is not (or is no backend at all), Keras must still load an installed one
-    for the command to report the error, not fail on import: ``KERAS_BACKEND`` is then
-    the first installed, and :func:`command_environ` keeps the value it replaced."""
+    Where it is not, Keras must still load an installed one for the command to report
+    the error, not fail on import: ``KERAS_BACKEND`` is then the first installed, and
+    :func:`command_environ` keeps the value it replaced.
+
+    Returns
+    -------
+    bool
+        False when the command runs where none of :data:`BACKENDS` is installed, so
+        that Keras cannot be imported (``keras_lmu`` then leaves out its layers, and the
+        commands that need no backend still run); True otherwise.
+    """
     if "keras" in sys.modules or not runs_as_command():
-        return
+        return True
     wanted = command_backend(sys.argv[1:], os.environ)
     if wanted not in BACKENDS or not is_installed(wanted):
         if "KERAS_BACKEND" in os.environ:
             _replaced_environment["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
         wanted = first_installed()
-    if wanted is not None:
-        os.environ["KERAS_BACKEND"] = wanted
+    if wanted is None:
+        return False
+    os.environ["KERAS_BACKEND"] = wanted
+    return True

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 
 def flag(name: str, value) -> bool:
@@ -86,6 +89,8 @@ def truncation(value) -> float | None:
 
 def hidden_layer(value):
     """Check ``hidden_cell``: a Keras layer (an RNN cell or a stateless layer) or None."""
+    import keras  # (here: this module is imported by ``legendre``, which needs no backend)
+
     if value is not None and not isinstance(value, keras.layers.Layer):
         raise TypeError(
             "hidden_cell must be a Keras layer (e.g. keras.layers.SimpleRNNCell or "
@@ -140,6 +145,8 @@ def sequence_and_mask(layer_name: str, inputs, mask) -> None:
 
 def warn_if_float64_unavailable(layer: keras.layers.Layer) -> None:
     """Warn when a float64 layer is made on JAX without 64-bit mode (it would run float32)."""
+    import keras
+
     if layer.compute_dtype != "float64" or keras.backend.backend() != "jax":
         return
     import jax

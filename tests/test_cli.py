@@ -175,6 +175,16 @@ def test_bad_arguments_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_plot_basis_names_a_theta_too_small_for_its_order(tmp_path, capsys):
+    """A window whose matrix exponential overflows is a usage error, not a traceback."""
+    out = tmp_path / "b.png"
+    argv = ["plot-basis", "--order", "4", "--theta", "1e-40", "--out", str(out)]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "--theta" in error and "too small" in error and "order-4" in error
+    assert not out.exists()
+
+
 class _Exec(Exception):
     """Raised by the fake ``os.execv``, holding what would have been executed."""
 
@@ -303,24 +313,31 @@ def test_command_backend_order():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="runs JAX in subprocesses: once, in the JAX run")
-def test_command_runs_where_keras_default_backend_is_missing(tmp_path):
-    """Where TensorFlow, Keras's default backend, is not installed (here: hidden from
-    imports) and KERAS_BACKEND is unset, ``python -m keras_lmu`` and the ``keras-lmu``
-    script choose JAX before Keras loads, rather than failing as ``import keras``
-    does."""
+def _environment_hiding(tmp_path: Path, modules: tuple[str, ...]) -> dict[str, str]:
+    """Environment of a Python process in which ``modules`` cannot be imported (as if not
+    installed; a ``sitecustomize`` hides them), without KERAS_BACKEND or a keras.json."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
         "import sys\n"
         "class HideBackends:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'torch'):\n"
+        f"        if name.split('.')[0] in {modules!r}:\n"
         "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
         "sys.meta_path.insert(0, HideBackends())\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
     env["KERAS_HOME"] = str(tmp_path / "keras-home")  # no keras.json naming a backend
+    return env
+
+
+def test_command_runs_where_keras_default_backend_is_missing(tmp_path):
+    """Where TensorFlow, Keras's default backend, is not installed (here: hidden from
+    imports) and KERAS_BACKEND is unset, ``python -m keras_lmu`` and the ``keras-lmu``
+    script choose JAX before Keras loads, rather than failing as ``import keras``
+    does."""
+    env = _environment_hiding(tmp_path, ("tensorflow", "torch"))
     missing = tmp_path / "missing.keras"
     plain = subprocess.run(
         [sys.executable, "-c", "import keras"], capture_output=True, text=True, env=env
@@ -341,6 +358,38 @@ def test_command_runs_where_keras_default_backend_is_missing(tmp_path):
         assert done.returncode == 1, done.stderr[-2000:]
         assert "Using Keras backend: jax" in done.stdout
         assert done.stderr.strip().endswith(f"error: no model file {missing}"), done.stderr
+
+
+def test_commands_without_any_backend(tmp_path):
+    """With no backend installed (here: all three hidden), Keras cannot be imported: the
+    help and plot-basis, which need no backend, run, and the others say what to install
+    (every command failed with Keras's import error, ModuleNotFoundError 'tensorflow')."""
+    env = _environment_hiding(tmp_path, ("jax", "jaxlib", "tensorflow", "torch"))
+    plain = subprocess.run(
+        [sys.executable, "-c", "import keras"], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode != 0 and "No module named" in plain.stderr
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "keras_lmu", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=TIMEOUT_S,
+        )
+
+    done = run("--help")
+    assert done.returncode == 0 and "plot-basis" in done.stdout, done.stderr[-2000:]
+    figure = tmp_path / "basis.png"
+    done = run("plot-basis", "--order", "3", "--theta", "5", "--out", str(figure))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
+    done = run("psmnist", "evaluate", str(tmp_path / "missing.keras"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: no Keras backend is installed; install one of: jax, tensorflow, torch"
+    )
 
 
 def _tiny_psmnist(steps=16):
