@@ -545,7 +545,8 @@ def from_keras(
     by :func:`run_sequences`, which holds ``x_t`` over the ``t``-th interval of ``dt``
     seconds, the zero-order-hold steps of the simulator compose into Keras's
     :math:`m_t = \\bar A m_{t-1} + \\bar B u_t` for any simulator ``dt`` that divides
-    ``dt``, and the outputs match Keras's up to float rounding. With neurons the
+    ``dt``, and the outputs match Keras's up to float rounding (Euler steps do not
+    compose: a model with ``discretizer="euler"`` is simulated with ``dt`` itself). With neurons the
     memory is approximated (see :class:`LMUMemory`); the readouts stay exact.
 
     Parameters
@@ -617,7 +618,8 @@ def run_sequences(
         Shape (batch, steps, input_d).
     sim_dt : float, optional
         The simulator's time step; ``network.dt`` divided by a whole number (default:
-        ``network.dt``).
+        ``network.dt``), and ``network.dt`` itself for the exact memory of a model with
+        ``discretizer="euler"``.
     return_sequences : bool
         Return the output of every step (batch, steps, output_d), or of the last one.
 
@@ -637,6 +639,14 @@ def run_sequences(
     substeps = round(network.dt / sim_dt) if 0 < sim_dt < math.inf else 0
     if substeps < 1 or abs(substeps * sim_dt - network.dt) > 1e-9 * network.dt:
         raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")
+    exact_memory = network.memory.neuron_type is None
+    if substeps > 1 and exact_memory and network.spec.discretizer == "euler":
+        raise ValueError(
+            f"sim_dt={sim_dt} must equal the network's dt={network.dt} for a model with "
+            "discretizer='euler': Euler steps do not compose (n steps of I + A dt / (n theta) "
+            "are not one step of I + A dt / theta), so only sim_dt=dt reproduces the model's "
+            "memory"
+        )
     batch, steps, _ = inputs.shape
     source = _HeldSequence(network.spec.input_d, network.dt)
     with nengo.Network(add_to_container=False) as wrapper:

@@ -63,6 +63,34 @@ def test_exact_memory_with_finer_simulator_steps_is_the_lmu_layer(exact_floatx):
     assert_close(nengo_memory, model.predict(x, verbose=0), tolerance=max(TOLERANCE, 1e-9))
 
 
+@pytest.mark.parametrize("substeps", [1, 10])
+def test_euler_model_is_simulated_at_its_own_steps_only(exact_floatx, substeps):
+    """Euler steps do not compose: with sim_dt < dt the memory was 0.3-0.4 off, silently."""
+    steps = 30
+    inputs = keras.Input((steps, 2))
+    lmu = keras_lmu.LMU(
+        memory_d=2,
+        order=4,
+        theta=30.0,
+        hidden_cell=None,
+        return_sequences=True,
+        discretizer="euler",
+    )
+    model = keras.Model(inputs, lmu(inputs))
+    x = np.random.default_rng(3).standard_normal((2, steps, 2)).astype(DTYPE)
+    network = lmu_nengo.from_keras(model, dt=0.01)
+    sim_dt = 0.01 / substeps
+    if substeps > 1:
+        with pytest.raises(
+            ValueError,
+            match="must equal the network's dt=0.01 for a model with discretizer='euler'",
+        ):
+            lmu_nengo.run_sequences(network, x, sim_dt=sim_dt)
+        return
+    nengo_memory = lmu_nengo.run_sequences(network, x, sim_dt=sim_dt, return_sequences=True)
+    assert_close(nengo_memory, model.predict(x, verbose=0), tolerance=max(TOLERANCE, 1e-9))
+
+
 @pytest.fixture
 def psmnist_style_model(exact_floatx):
     """20 steps, 1 input, LMU(order 8, theta 20, Dense(16, tanh)), Dense(10) logits,
