@@ -23,7 +23,7 @@ and predict at every step through a ``Dense(1)`` readout:
 
 Both are trained by the same optimizer on the mean squared error at every
 step, for the same epochs and batches: Adam, its learning rate decayed to 0
-along a cosine, gradients clipped to a global norm of 1. The weights of the
+along a cosine, each weight's gradient clipped to norm 1 (``clipnorm``). The weights of the
 epoch with the lowest validation loss are kept and scored once on the test
 series. The score is the normalized root mean squared error,
 ``NRMSE = RMSE / RMS(target)``, over every step of every test series, in
@@ -91,7 +91,7 @@ EPOCHS = 300
 BATCH_SIZE = 8
 #: Initial learning rate of Adam, decayed to 0 along a cosine over the training.
 LEARNING_RATE = 3e-3
-#: Gradients are clipped to this global norm.
+#: Each weight's gradient is clipped to this norm (Adam's ``clipnorm``, not a global norm).
 CLIPNORM = 1.0
 #: Series per batch when validating and testing.
 EVALUATION_BATCH_SIZE = 64
@@ -510,7 +510,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.series} series of {args.steps} steps: {sizes[0]} training, "
         f"{sizes[1]} validation, {sizes[2]} test (made in {made:.1f} s).\n"
         f"Budget of each model: {epochs}, batch {args.batch_size}, Adam from "
-        f"{args.learning_rate:g} with cosine decay, gradients clipped to norm {CLIPNORM:g}.",
+        f"{args.learning_rate:g} with cosine decay, each weight's gradient clipped to norm "
+        f"{CLIPNORM:g}.",
         flush=True,
     )
     results = {}
