@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 from keras import ops
+from keras.src import backend as keras_backend
 
 from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
@@ -135,7 +136,7 @@ class LMUFeedforward(LegendreMemory):
         self._load_error = None
         if self._hidden_is_rnn_cell:
             # In the LMU's dtype: by default Keras would give the RNN the global floatx.
-            self.hidden_rnn = keras.layers.RNN(
+            self.hidden_rnn = _HiddenCellRNN(
                 self.hidden_cell,
                 return_sequences=return_sequences,
                 return_state=True,
@@ -617,3 +618,42 @@ def _block_diagonal(block, copies: int):
     rows, columns = block.shape
     blocks = ops.einsum("de,ij->diej", ops.eye(copies, dtype=block.dtype), block)
     return ops.reshape(blocks, (copies * rows, copies * columns))
+
+
+class _HiddenCellRNN(keras.layers.RNN):
+    """``keras.layers.RNN`` of the hidden cell over the memory sequence, whose steps
+    return each of the cell's states in the dtype it came in.
+
+    Some Keras operations return float32 for float64 inputs on JAX (``keras.ops.tanh``
+    in Keras 3.15, and so ``SimpleRNNCell``'s step), and JAX's loop refuses states whose
+    dtype changes from one step to the next (``LMUCell`` casts its own the same way).
+    """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell_kwargs = {"training": training} if self.cell._call_has_training_arg else {}
+
+        def step(inputs, states):
+            output, new_states = self.cell(inputs, states, **cell_kwargs)
+            if not keras.tree.is_nested(new_states):
+                new_states = [new_states]
+            cast = [
+                ops.cast(new, old.dtype)
+                for new, old in zip(
+                    keras.tree.flatten(new_states), keras.tree.flatten(states), strict=True
+                )
+            ]
+            return output, keras.tree.pack_sequence_as(new_states, cast)
+
+        if not keras.tree.is_nested(initial_state):
+            initial_state = [initial_state]
+        return keras_backend.rnn(
+            step,
+            sequences,
+            initial_state,
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )

@@ -152,3 +152,29 @@ def test_last_step_path_matches_full_sequence(rng):
     full(x)
     full.set_weights(last.get_weights())
     assert_close(last(x), keras.ops.convert_to_numpy(full(x))[:, -1], tolerance=1e-5)
+
+
+@pytest.mark.parametrize("conv_mode", ["fft", "raw", "scan"])
+def test_float64_rnn_hidden_cell_in_the_parallel_form(rng, conv_mode):
+    """A float64 LMU with a float64 SimpleRNNCell, in parallel: on JAX Keras's tanh
+    returns float32 for float64 inputs, and the hidden cell's loop failed ('scan body
+    function carry input and carry output must have equal types'). Its outputs are the
+    step-by-step form's, in float64."""
+    x = rng.standard_normal((2, 9, 3))
+
+    def make_lmu():
+        hidden = keras.layers.SimpleRNNCell(4, dtype="float64")
+        return keras_lmu.LMU(
+            1, 5, 6.0, hidden, return_sequences=True, conv_mode=conv_mode, dtype="float64"
+        )
+
+    parallel = make_lmu()
+    assert parallel.uses_parallel_form()
+    outputs = parallel(x)
+    recurrent = make_lmu()
+    recurrent.uses_parallel_form = lambda: False
+    recurrent.build(x.shape)
+    recurrent.set_weights(parallel.get_weights())
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float64"
+    tolerance = 1e-6 if BACKEND != "tensorflow" else 1e-12  # Keras's tanh: see above
+    assert_close(outputs, recurrent(x), tolerance=tolerance)
