@@ -81,7 +81,10 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     Keras's loops take a cell's first state to be its previous output, and this
     cell's first state is the memory (on JAX, a masked step after an unmasked one
     would output the memory). ``LMU`` holds states and outputs at masked steps
-    itself, in both of its forms.
+    itself, in both of its forms. Under mixed precision, likewise: Keras's ``RNN``
+    casts the initial states to the 16-bit compute dtype and this cell returns each
+    state in the dtype it was given, so the memory is rounded to 16 bits at every
+    step; ``LMU`` carries it in float32.
     """
 
     def __init__(

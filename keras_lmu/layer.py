@@ -487,6 +487,21 @@ class LMU(keras.layers.Layer):
             return (output, *[(batch, state) for state in self._state_sizes(input_d)])
         return output
 
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        """Symbolic outputs of :meth:`compute_output_shape`'s shapes, in the dtypes the layer
+        returns: the memory state in :func:`keras_lmu.memory.memory_dtype_for` the compute
+        dtype (float32 under mixed precision), the output and hidden states in the
+        compute dtype (Keras's default gave every output the compute dtype)."""
+        shapes = self.compute_output_shape(inputs.shape)
+        if not self.return_state:
+            return keras.KerasTensor(shapes, dtype=self.compute_dtype)
+        output, memory, *hidden_states = shapes
+        return (
+            keras.KerasTensor(output, dtype=self.compute_dtype),
+            keras.KerasTensor(memory, dtype=memory_dtype_for(self.compute_dtype)),
+            *(keras.KerasTensor(shape, dtype=self.compute_dtype) for shape in hidden_states),
+        )
+
     def compute_mask(self, inputs, mask=None):
         output_mask = mask if self.return_sequences else None
         if self.return_state:

@@ -102,6 +102,34 @@ def test_stateful_streaming_carries_the_float32_memory(rng, policy, name):
     assert np.abs(streamed.astype("float32") - expected).max() <= 2e-3 * scale
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
+@pytest.mark.parametrize("name", ["parallel", "recurrent"])
+@pytest.mark.parametrize("hidden", [None, "Dense", "LSTMCell"])
+def test_symbolic_outputs_have_the_dtypes_of_the_real_ones(rng, policy, name, hidden):
+    """On a keras.Input the returned memory state is float32, as when the layer runs
+    (it was given the 16-bit compute dtype); outputs and hidden states are 16-bit."""
+    x = rng.uniform(-1, 1, (2, 6, 3)).astype("float32")
+    for return_sequences in (True, False):
+        hidden_cell = None if hidden is None else getattr(keras.layers, hidden)(4)
+        options = dict(CONFIGS[name], hidden_to_memory=name == "recurrent" and hidden is not None)
+        lmu = keras_lmu.LMU(
+            1,
+            8,
+            10.0,
+            hidden_cell,
+            return_sequences=return_sequences,
+            return_state=True,
+            **options,
+        )
+        symbolic = lmu(keras.Input((6, 3)))
+        real = lmu(x)
+        assert [t.dtype for t in symbolic] == [
+            keras.backend.standardize_dtype(t.dtype) for t in real
+        ]
+        assert [t.dtype for t in symbolic][:2] == [lmu.compute_dtype, "float32"]
+        assert [tuple(t.shape[1:]) for t in symbolic] == [tuple(t.shape[1:]) for t in real]
+
+
 @pytest.mark.skipif(not FLOAT64, reason="float64 needs JAX_ENABLE_X64=1 on JAX")
 @pytest.mark.parametrize("hidden", ["Dense", "SimpleRNNCell"])
 @pytest.mark.parametrize("name", ["parallel", "recurrent"])
