@@ -546,8 +546,9 @@ def from_keras(
     seconds, the zero-order-hold steps of the simulator compose into Keras's
     :math:`m_t = \\bar A m_{t-1} + \\bar B u_t` for any simulator ``dt`` that divides
     ``dt``, and the outputs match Keras's up to float rounding (Euler steps do not
-    compose: a model with ``discretizer="euler"`` is simulated with ``dt`` itself). With neurons the
-    memory is approximated (see :class:`LMUMemory`); the readouts stay exact.
+    compose: a model with ``discretizer="euler"`` is simulated with ``dt`` itself).
+    With neurons the memory is approximated (see :class:`LMUMemory`); the readouts
+    stay exact.
 
     Parameters
     ----------
