@@ -90,6 +90,10 @@ def _worker(
             train_torch(parallel, inputs, targets, optimizer, shard=(rank, world_size))
             if rank == 0:
                 np.savez(os.path.join(folder, f"{path}.npz"), **common.weights_of(model))
+        # Every rank done before the group is torn down (once, on a busy 2-core host, a
+        # DDP process aborted with 'terminate called without an active exception'; the
+        # cause was not found, and this is the usual guard).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
