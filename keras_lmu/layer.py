@@ -460,15 +460,17 @@ class LMU(keras.layers.Layer):
             )
         return self._in_state_dtypes(states)
 
+    def _state_dtypes(self, count: int) -> list[str]:
+        """The dtypes the layer carries and returns ``count`` states ``[memory,
+        *hidden_states]`` in: the memory in :func:`keras_lmu.memory.memory_dtype_for` the
+        compute dtype (float32 under mixed precision), the hidden states in the compute
+        dtype."""
+        return [memory_dtype_for(self.compute_dtype)] + [self.compute_dtype] * (count - 1)
+
     def _in_state_dtypes(self, states: list) -> list:
-        """``[memory, *hidden_states]`` cast to the dtypes the layer carries them in: the
-        memory in :func:`keras_lmu.memory.memory_dtype_for` the compute dtype (float32
-        under mixed precision), the hidden states in the compute dtype."""
-        memory, *hidden_states = states
-        return [
-            ops.cast(memory, memory_dtype_for(self.compute_dtype)),
-            *(ops.cast(state, self.compute_dtype) for state in hidden_states),
-        ]
+        """``[memory, *hidden_states]`` cast to :meth:`_state_dtypes`."""
+        dtypes = self._state_dtypes(len(states))
+        return [ops.cast(state, dtype) for state, dtype in zip(states, dtypes, strict=True)]
 
     def load_own_variables(self, store):
         # An LMU has no variables of its own. Keras visits it before its inner layer at
@@ -489,17 +491,17 @@ class LMU(keras.layers.Layer):
 
     def compute_output_spec(self, inputs, *args, **kwargs):
         """Symbolic outputs of :meth:`compute_output_shape`'s shapes, in the dtypes the layer
-        returns: the memory state in :func:`keras_lmu.memory.memory_dtype_for` the compute
-        dtype (float32 under mixed precision), the output and hidden states in the
-        compute dtype (Keras's default gave every output the compute dtype)."""
+        returns: the output in the compute dtype, the states in :meth:`_state_dtypes` (the
+        memory in float32 under mixed precision; Keras's default gave every output the
+        compute dtype)."""
         shapes = self.compute_output_shape(inputs.shape)
         if not self.return_state:
             return keras.KerasTensor(shapes, dtype=self.compute_dtype)
-        output, memory, *hidden_states = shapes
+        output, *states = shapes
+        dtypes = self._state_dtypes(len(states))
         return (
             keras.KerasTensor(output, dtype=self.compute_dtype),
-            keras.KerasTensor(memory, dtype=memory_dtype_for(self.compute_dtype)),
-            *(keras.KerasTensor(shape, dtype=self.compute_dtype) for shape in hidden_states),
+            *(keras.KerasTensor(s, dtype=d) for s, d in zip(states, dtypes, strict=True)),
         )
 
     def compute_mask(self, inputs, mask=None):
