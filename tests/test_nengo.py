@@ -49,45 +49,39 @@ def test_exact_memory_is_the_zoh_memory(memory_d):
     np.testing.assert_allclose(nengo_memory, np.array(reference), rtol=0, atol=1e-12)
 
 
-def test_exact_memory_with_finer_simulator_steps_is_the_lmu_layer(exact_floatx):
-    """One Keras step = 10 simulator steps: the zoh steps compose into the layer's."""
-    steps, order = 30, 10
+def memory_model_and_network(order, theta, discretizer, seed, steps=30):
+    """A Keras model of 2 memories (no hidden layer, every step returned), random inputs
+    of shape (2, steps, 2), and the model's exact Nengo network with dt = 0.01 s."""
     inputs = keras.Input((steps, 2))
     lmu = keras_lmu.LMU(
-        memory_d=2, order=order, theta=17.5, hidden_cell=None, return_sequences=True
+        memory_d=2,
+        order=order,
+        theta=theta,
+        hidden_cell=None,
+        return_sequences=True,
+        discretizer=discretizer,
     )
     model = keras.Model(inputs, lmu(inputs))
-    x = np.random.default_rng(1).standard_normal((2, steps, 2)).astype(DTYPE)
-    network = lmu_nengo.from_keras(model, dt=0.01)
+    x = np.random.default_rng(seed).standard_normal((2, steps, 2)).astype(DTYPE)
+    return model, x, lmu_nengo.from_keras(model, dt=0.01)
+
+
+def test_exact_memory_with_finer_simulator_steps_is_the_lmu_layer(exact_floatx):
+    """One Keras step = 10 simulator steps: the zoh steps compose into the layer's."""
+    model, x, network = memory_model_and_network(10, 17.5, "zoh", seed=1)
     nengo_memory = lmu_nengo.run_sequences(network, x, sim_dt=0.001, return_sequences=True)
     assert_close(nengo_memory, model.predict(x, verbose=0), tolerance=max(TOLERANCE, 1e-9))
 
 
-@pytest.mark.parametrize("substeps", [1, 10])
-def test_euler_model_is_simulated_at_its_own_steps_only(exact_floatx, substeps):
+def test_euler_model_is_simulated_at_its_own_steps_only(exact_floatx):
     """Euler steps do not compose: with sim_dt < dt the memory was 0.3-0.4 off, silently."""
-    steps = 30
-    inputs = keras.Input((steps, 2))
-    lmu = keras_lmu.LMU(
-        memory_d=2,
-        order=4,
-        theta=30.0,
-        hidden_cell=None,
-        return_sequences=True,
-        discretizer="euler",
-    )
-    model = keras.Model(inputs, lmu(inputs))
-    x = np.random.default_rng(3).standard_normal((2, steps, 2)).astype(DTYPE)
-    network = lmu_nengo.from_keras(model, dt=0.01)
-    sim_dt = 0.01 / substeps
-    if substeps > 1:
-        with pytest.raises(
-            ValueError,
-            match="must equal the network's dt=0.01 for a model with discretizer='euler'",
-        ):
-            lmu_nengo.run_sequences(network, x, sim_dt=sim_dt)
-        return
-    nengo_memory = lmu_nengo.run_sequences(network, x, sim_dt=sim_dt, return_sequences=True)
+    model, x, network = memory_model_and_network(4, 30.0, "euler", seed=3)
+    with pytest.raises(
+        ValueError,
+        match="must equal the network's dt=0.01 for a model with discretizer='euler'",
+    ):
+        lmu_nengo.run_sequences(network, x, sim_dt=0.001)
+    nengo_memory = lmu_nengo.run_sequences(network, x, sim_dt=0.01, return_sequences=True)
     assert_close(nengo_memory, model.predict(x, verbose=0), tolerance=max(TOLERANCE, 1e-9))
 
 
