@@ -201,11 +201,14 @@ class LMUFeedforward(LegendreMemory):
         memory_to_memory."""
         dtype = self.memory_dtype
         if self.memory_to_memory:
-            return lmu_ops.impulse_response(*self._state_matrices(), steps)
+            return lmu_ops.impulse_response(
+                *self._state_difference(), steps, self.powers_near_identity
+            )
         if not self.has_trainable_system:
             return ops.convert_to_tensor(self._fixed_response(steps), dtype)
-        A_bar, B_bar = self.discrete_system()
-        return lmu_ops.impulse_response(A_bar, B_bar, steps)
+        return lmu_ops.impulse_response(
+            *self.discrete_difference(), steps, self.powers_near_identity
+        )
 
     # -- computation ----------------------------------------------------------------------
 
@@ -348,27 +351,32 @@ class LMUFeedforward(LegendreMemory):
         """``s_t = M^(t+1) s_0`` for ``t < steps``: how the initial memory evolves without input."""
         batch = ops.shape(initial_memory)[0]
         if self.memory_to_memory:
-            matrix = self._state_matrices()[0]
-            states = ops.cast(initial_memory, matrix.dtype)  # (batch, D*N)
+            difference = self._state_difference()[0]
+            states = ops.cast(initial_memory, difference.dtype)  # (batch, D*N)
         else:
-            matrix = self.discrete_system()[0]
-            states = ops.reshape(ops.cast(initial_memory, matrix.dtype), (-1, self.order))
-        first = ops.einsum("ij,bj->ib", matrix, states)  # M s_0, one column per state
-        response = lmu_ops.impulse_response(matrix, first, steps)  # (steps, size, states)
+            difference = self.discrete_difference()[0]
+            states = ops.reshape(ops.cast(initial_memory, difference.dtype), (-1, self.order))
+        states = ops.transpose(states)  # one column per state
+        first = states + ops.einsum("ij,jb->ib", difference, states)  # M s_0
+        # (steps, size, states)
+        response = lmu_ops.impulse_response(difference, first, steps, self.powers_near_identity)
         response = ops.transpose(response, (2, 0, 1))
         if not self.memory_to_memory:  # (batch * D, steps, N) -> (batch, steps, D * N)
             response = ops.reshape(response, (batch, self.memory_d, steps, self.order))
             response = ops.reshape(ops.transpose(response, (0, 2, 1, 3)), (batch, steps, -1))
         return response
 
-    def _state_matrices(self):
-        """``M = I (x) A_bar + G R^T`` and ``G = I (x) B_bar`` of the memory_to_memory system."""
-        A_bar, B_bar = self.discrete_system()
+    def _state_difference(self):
+        """``M - I`` and ``G`` of the memory_to_memory system ``s_t = M s_{t-1} + G v_t``,
+        ``M = I (x) A_bar + G R^T`` and ``G = I (x) B_bar``: ``M - I = I (x) (A_bar - I)
+        + G R^T``, kept as a difference from the identity as ``A_bar - I`` is
+        (:meth:`discrete_difference`)."""
+        difference, B_bar = self.discrete_difference()
         G = _block_diagonal(ops.expand_dims(B_bar, 1), self.memory_d)
-        M = _block_diagonal(A_bar, self.memory_d) + ops.einsum(
+        difference = _block_diagonal(difference, self.memory_d) + ops.einsum(
             "id,jd->ij", G, ops.cast(self.recurrent_kernel, self.memory_dtype)
         )
-        return M, G
+        return difference, G
 
     @lmu_ops.full_float32_precision()
     def _last_memory(self, encoded, initial_memory=None):
@@ -383,15 +391,23 @@ class LMUFeedforward(LegendreMemory):
     def _free_response_last(self, initial_memory, steps: int):
         """``M^steps s_0``: only the final step of the free response."""
         if self.memory_to_memory:
-            matrix = lmu_ops.matrix_power(self._state_matrices()[0], steps)
+            matrix = self._matrix_power(self._state_difference()[0], steps)
             return ops.einsum("ij,bj->bi", matrix, ops.cast(initial_memory, matrix.dtype))
-        matrix = lmu_ops.matrix_power(self.discrete_system()[0], steps)
+        matrix = self._matrix_power(self.discrete_difference()[0], steps)
         states = ops.reshape(
             ops.cast(initial_memory, matrix.dtype), (-1, self.memory_d, self.order)
         )
         return ops.reshape(
             ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order)
         )
+
+    def _matrix_power(self, difference, exponent: int):
+        """``M^exponent`` of ``M = I + difference``, squared as differences from the
+        identity where it is near it (:attr:`powers_near_identity`), rounded once."""
+        identity = ops.eye(lmu_ops.static_size(difference, 0), dtype=difference.dtype)
+        if self.powers_near_identity:
+            return identity + lmu_ops.power_difference(difference, exponent)
+        return lmu_ops.matrix_power(identity + difference, exponent)
 
     @lmu_ops.full_float32_precision()
     def _all_memories(self, encoded, initial_memory=None):
@@ -415,30 +431,35 @@ class LMUFeedforward(LegendreMemory):
         (:func:`keras_lmu.ops.chunked_linear_recurrence`)."""
         batch, steps = ops.shape(encoded)[0], lmu_ops.static_size(encoded, 1)
         chunk = min(SCAN_CHUNK, steps)
+        chunks = -(-steps // chunk)
         if self.memory_to_memory:
-            matrix, G = self._state_matrices()
+            difference, G = self._state_difference()
             signal = encoded
             initial = initial_memory
         else:  # memory_d independent memories of one input each
-            matrix, B_bar = self.discrete_system()
+            difference, B_bar = self.discrete_difference()
             G = ops.expand_dims(B_bar, 1)
             signal = ops.reshape(ops.transpose(encoded, (0, 2, 1)), (-1, steps, 1))
             initial = None
             if initial_memory is not None:
                 initial = ops.reshape(initial_memory, (-1, self.order))
-        carry_powers = None
         if self._fixed_system is not None and not self.memory_to_memory:
             # A fixed memory: the powers of A_bar in float64 (as the FFT's response).
             dtype = self.memory_dtype
             transition, response, carry_powers = (
                 ops.convert_to_tensor(value, dtype)
-                for value in self._fixed_scan_constants(chunk, -(-steps // chunk))
+                for value in self._fixed_scan_constants(chunk, chunks)
             )
-        else:
-            transition = lmu_ops.impulse_response(matrix, matrix, chunk)  # M^(n+1)
-            response = ops.concatenate(  # H[n] = M^n G
-                [ops.expand_dims(G, 0), ops.einsum("nij,jc->nic", transition[:-1], G)], axis=0
-            )
+        else:  # computed in the graph, from A_bar - I (keras_lmu.ops.impulse_response)
+            identity = ops.eye(lmu_ops.static_size(difference, 0), dtype=difference.dtype)
+            near = self.powers_near_identity
+            transition = lmu_ops.impulse_response(difference, identity + difference, chunk, near)
+            response = lmu_ops.impulse_response(difference, G, chunk, near)  # H[n] = M^n G
+            carry_powers = None  # squared from M^C (transition[-1])
+            if near:  # M^C, M^(2C), M^(4C), ...
+                carry_powers = lmu_ops.doubled_powers(
+                    lmu_ops.power_difference(difference, chunk), max(chunks - 1, 1).bit_length()
+                )
         memory = lmu_ops.chunked_linear_recurrence(
             signal, response, transition, initial, carry_powers
         )
@@ -477,7 +498,7 @@ class LMUFeedforward(LegendreMemory):
                 stacklevel=3,
             )
             self._warned_unknown_length = True
-        A_bar, B_bar = self.discrete_system()
+        difference, B_bar = self.discrete_difference()
         batch = ops.shape(encoded)[0]
         dtype = self.memory_dtype
         if self.memory_to_memory:
@@ -486,7 +507,8 @@ class LMUFeedforward(LegendreMemory):
         def update(memory, u):
             if self.memory_to_memory:
                 u = u + ops.einsum("bk,kd->bd", ops.reshape(memory, (batch, -1)), recurrent_kernel)
-            return ops.einsum("bdj,ij->bdi", memory, A_bar) + ops.expand_dims(u, -1) * B_bar
+            change = ops.einsum("bdj,ij->bdi", memory, difference)  # (A_bar - I) m
+            return memory + (change + ops.expand_dims(u, -1) * B_bar)
 
         def step(memory, u):
             memory = update(memory, u)

@@ -12,6 +12,14 @@ from keras import ops
 from keras_lmu import hidden_cells, legendre, validation
 from keras_lmu import ops as lmu_ops
 
+# Below this largest entry of ``A / theta`` the powers of ``A_bar`` are squared as their
+# differences from the identity. A float32 trainable-theta memory over 10,000 steps
+# (``benchmarks/trainable_theta_numerics.py``) squaring the differences against
+# squaring ``A_bar``: at 0.051-0.2 (order 64 and 256 at theta 10,000 and 100,000,
+# order 1024 at 10,000 and 100,000, order 64 at 1,000) 1.2x to 44x more exact; at
+# 0.51-20 (theta 100, order 256 and 1024 at theta 1,000) 1.01x to 3.3x less.
+NEAR_IDENTITY_MAX_ENTRY = 0.25
+
 
 class StepWeights(NamedTuple):
     """The tensors one step of the memory multiplies by (None where absent).
@@ -114,7 +122,7 @@ class LegendreMemory(keras.layers.Layer):
         self.kernel = self.bias = self.theta_inv = self.recurrent_kernel = None
         self.A = self.B = None
         self._fixed_system = None
-        self._reference_exponential = None
+        self._reference_difference = None
         self._fixed_step_system = None
         self._fixed_step_arrays_by_dtype = {}
 
@@ -229,10 +237,10 @@ class LegendreMemory(keras.layers.Layer):
         only_theta_trained = self.trainable_theta and not (self.trainable_A or self.trainable_B)
         if only_theta_trained and self.discretizer == "zoh":
             # Discretized in the graph from the exact system at the initial theta.
+            # expm(M / theta) - I = [[A_bar - I, B_bar], [0, 0]], in float64.
             A_bar, B_bar = legendre.discrete_system(self.order, self._init_theta)
-            self._reference_exponential = np.block(
-                [[A_bar, B_bar[:, None]], [np.zeros((1, self.order)), np.ones((1, 1))]]
-            )
+            top = np.concatenate([A_bar - np.eye(self.order), B_bar[:, None]], axis=1)
+            self._reference_difference = np.pad(top, [(0, 1), (0, 0)])
         if not self.has_trainable_system:
             self._fixed_system = legendre.discrete_system(
                 self.order, self._init_theta, self.discretizer
@@ -277,17 +285,36 @@ class LegendreMemory(keras.layers.Layer):
         return float(1.0 / ops.convert_to_numpy(self.theta_inv))
 
     @property
+    def powers_near_identity(self) -> bool:
+        """Whether the powers of ``A_bar`` computed in the graph are squared as their
+        differences from the identity (:func:`keras_lmu.ops.impulse_response`): where
+        ``A_bar`` is near it, ``max |A| / theta`` (about ``max |A_bar - I|``) below
+        ``NEAR_IDENTITY_MAX_ENTRY`` at the initial ``theta``."""
+        return (2 * self.order - 1) / self._init_theta < NEAR_IDENTITY_MAX_ENTRY
+
+    @property
     def memory_dtype(self) -> str:
         """dtype of the memory's arithmetic (:func:`memory_dtype_for` the compute dtype)."""
         return memory_dtype_for(self.compute_dtype)
 
-    @lmu_ops.full_float32_precision()
     def discrete_system(self):
         """``(A_bar, B_bar)`` as tensors of the memory dtype (order, order), (order,)."""
+        difference, B_bar = self.discrete_difference()
+        return ops.eye(self.order, dtype=difference.dtype) + difference, B_bar
+
+    @lmu_ops.full_float32_precision()
+    def discrete_difference(self):
+        """``(A_bar - I, B_bar)`` as tensors of the memory dtype (order, order), (order,).
+
+        A long window makes ``A_bar`` close to the identity, and ``A_bar`` rounded to
+        float32 keeps few digits of its difference from it, which every step and every
+        power of ``A_bar`` depends on: ``A_bar - I`` is computed as such, in float64
+        for a fixed memory and rounded once.
+        """
         dtype = self.memory_dtype
         if self._fixed_system is not None:
-            A_bar, B_bar = self._fixed_system
-            return ops.convert_to_tensor(A_bar, dtype), ops.convert_to_tensor(B_bar, dtype)
+            transition, B_bar = self._fixed_step_arrays(dtype)  # (A_bar - I)^T
+            return ops.convert_to_tensor(transition.T, dtype), ops.convert_to_tensor(B_bar, dtype)
         A, B = legendre.continuous_system(self.order)
         A = ops.cast(self.A, dtype) if self.A is not None else ops.convert_to_tensor(A, dtype)
         B = ops.cast(self.B, dtype) if self.B is not None else ops.convert_to_tensor(B, dtype)
@@ -295,33 +322,35 @@ class LegendreMemory(keras.layers.Layer):
             theta_inv = ops.cast(self.theta_inv, dtype)
         else:
             theta_inv = ops.convert_to_tensor(1.0 / self._init_theta, dtype)
-        if self._reference_exponential is not None:
+        if self._reference_difference is not None:
             # Only theta is trained: from the exact system at the initial theta.
-            return lmu_ops.discretize_zoh_near(
+            return lmu_ops.discretize_zoh_difference_near(
                 A,
                 B,
                 theta_inv,
                 1.0 / self._init_theta,
-                ops.convert_to_tensor(self._reference_exponential, dtype),
+                ops.convert_to_tensor(self._reference_difference, dtype),
             )
-        return lmu_ops.discretize(A, B, theta_inv, self.discretizer)
+        return lmu_ops.discretize_difference(A, B, theta_inv, self.discretizer)
 
     def step_weights(self) -> StepWeights:
         """What one step multiplies by (:class:`StepWeights`), in the memory dtype.
 
         A long window makes ``A_bar`` close to the identity: stepping with ``A_bar``
         rounded to float32 loses most digits of its small difference from ``I``, which
-        compound over the steps. For a fixed memory, ``A_bar - I`` is computed in
-        float64 and rounded once, so that the step-by-step memory keeps the accuracy
-        of its parallel forms.
+        compound over the steps. Each step adds ``(A_bar - I) m`` to ``m``
+        (:func:`keras_lmu.ops.memory_step`), with ``A_bar - I`` from
+        :meth:`discrete_difference` (for a fixed memory computed in float64 and
+        rounded once), so that the step-by-step memory keeps the accuracy of its
+        parallel forms.
         """
         dtype = self.memory_dtype
         if self._fixed_system is not None:
             arrays = self._fixed_step_arrays(dtype)
             transition, B_bar = (ops.convert_to_tensor(x, dtype) for x in arrays)
         else:
-            A_bar, B_bar = self.discrete_system()
-            transition = ops.transpose(A_bar - ops.eye(self.order, dtype=dtype))
+            difference, B_bar = self.discrete_difference()
+            transition = ops.transpose(difference)
         input_kernel = hidden_kernel = None
         if self.kernel is not None:
             input_kernel = ops.cast(self.kernel, dtype)

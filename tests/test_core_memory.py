@@ -150,8 +150,10 @@ def reference_for(layer, x, hidden_kind, mask=None, **options):
     "trainable",
     CASES,
 )
+@pytest.mark.parametrize("long_window", [False, True])
 def test_matches_reference(
     rng,
+    long_window,
     form,
     discretizer,
     memory_d,
@@ -164,11 +166,14 @@ def test_matches_reference(
     kernel,
     trainable,
 ):
+    """A long window (theta 60 at order 5) makes ``A_bar`` near the identity, whose
+    powers are then squared as their differences from it (``powers_near_identity``)."""
     input_d = 3 if kernel else memory_d
+    theta = 7.0 if discretizer == "zoh" else 15.0
     options = dict(
         memory_d=memory_d,
         order=5,
-        theta=7.0 if discretizer == "zoh" else 15.0,
+        theta=60.0 if long_window else theta,
         discretizer=discretizer,
         hidden_to_memory=h2m,
         memory_to_memory=m2m,
@@ -185,6 +190,7 @@ def test_matches_reference(
     layer = make_layer(form, make_hidden(hidden_kind, DTYPE), return_sequences, **options)
     x = rng.uniform(-1, 1, (4, STEPS, input_d))
     layer(x)
+    assert memory_layer(layer).powers_near_identity == long_window
     randomize(layer, rng)
     expected, _ = reference_for(layer, x, hidden_kind, **options)
     if not return_sequences:
@@ -925,9 +931,9 @@ def test_rnn_of_lmucell_discretizes_once_per_sequence(rng, dropout):
     layer = keras.layers.RNN(cell, return_sequences=True)
     x = rng.uniform(-1, 1, (2, 12, 1)).astype("float32")
     layer(x)
-    original = type(cell).discrete_system
+    original = type(cell).discrete_difference
     with mock.patch.object(
-        type(cell), "discrete_system", autospec=True, side_effect=original
+        type(cell), "discrete_difference", autospec=True, side_effect=original
     ) as discretizations:
         layer(x, training=True)
     assert discretizations.call_count == 1

@@ -219,8 +219,8 @@ def test_recurrent_lmu_discretizes_once_per_sequence_with_same_gradients(rng, di
     cell = layers[1].layer.cell
     assert isinstance(layers[1].layer, keras.layers.RNN)
     calls = []
-    discrete_system = cell.discrete_system
-    cell.discrete_system = lambda: calls.append(1) or discrete_system()
+    discrete_difference = cell.discrete_difference
+    cell.discrete_difference = lambda: calls.append(1) or discrete_difference()
     models[0].set_weights([w + rng.uniform(0, 0.01, w.shape) for w in models[0].get_weights()])
     models[1].set_weights(models[0].get_weights())
     layers[1](x)

@@ -22,6 +22,17 @@ CONFIGS = [
         keras_lmu.LMUFeedforward,
     ),
     ("parallel-scan", dict(hidden="dense", conv_mode="scan"), keras_lmu.LMUFeedforward),
+    # theta 60 at order 5: the powers of A_bar squared as differences from the identity
+    (
+        "parallel-long-theta",
+        dict(hidden=None, trainable_theta=True, theta=60.0),
+        keras_lmu.LMUFeedforward,
+    ),
+    (
+        "parallel-scan-m2m-long",
+        dict(hidden="dense", memory_to_memory=True, theta=60.0, conv_mode="scan"),
+        keras_lmu.LMUFeedforward,
+    ),
     (
         "parallel-scan-m2m-theta",
         dict(hidden="rnn", memory_to_memory=True, trainable_theta=True, conv_mode="scan"),
@@ -73,7 +84,8 @@ def make_lmu(options, **kwargs):
         "stacked": stacked_cells,
         None: lambda: None,
     }[hidden]()
-    return keras_lmu.LMU(2, 5, 7.0, hidden_cell, dtype=DTYPE, **options, **kwargs)
+    theta = options.pop("theta", 7.0)
+    return keras_lmu.LMU(2, 5, theta, hidden_cell, dtype=DTYPE, **options, **kwargs)
 
 
 def stacked_cells():
