@@ -15,9 +15,10 @@ from keras_lmu import ops as lmu_ops
 # Below this largest entry of ``A / theta`` the powers of ``A_bar`` are squared as their
 # differences from the identity. A float32 trainable-theta memory over 10,000 steps
 # (``benchmarks/trainable_theta_numerics.py``) squaring the differences against
-# squaring ``A_bar``: at 0.051-0.2 (order 64 and 256 at theta 10,000 and 100,000,
-# order 1024 at 10,000 and 100,000, order 64 at 1,000) 1.2x to 44x more exact; at
-# 0.51-20 (theta 100, order 256 and 1024 at theta 1,000) 1.01x to 3.3x less.
+# squaring ``A_bar`` (JAX, at, below and above the initial theta): at 0.0013-0.2 (orders
+# 64, 256 and 1024 at theta 10,000 and 100,000, order 64 at 1,000) 1.2x to 44x more
+# exact; at 0.51-20 (theta 100; orders 256 and 1024 at theta 1,000) from 1.01x more
+# to 3.3x less exact.
 NEAR_IDENTITY_MAX_ENTRY = 0.25
 
 
