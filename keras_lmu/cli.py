@@ -58,6 +58,9 @@ BACKENDS = command_backend.BACKENDS
 #: Defaults of ``keras-lmu demo``: about a minute of training on a 2-core CPU.
 DEMO_EPOCHS = 25
 DEMO_TRAIN_SIZE = 50000
+#: Most training images ``--train-size`` takes: MNIST's 60,000 less the 10,000 that
+#: :func:`keras_lmu.datasets.load_psmnist` keeps for validation.
+MAX_TRAIN_SIZE = 50000
 DEMO_BATCH_SIZE = 32
 DEMO_LEARNING_RATE = 1e-3
 #: Images per batch when validating and testing (no gradients: larger batches are faster).
@@ -190,9 +193,10 @@ def _add_psmnist_commands(subcommands) -> None:
     train.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     train.add_argument(
         "--train-size",
-        type=_positive_int,
-        default=50000,
-        help="how many training images to train on, at most 50000 (default: %(default)s)",
+        type=_train_size,
+        default=MAX_TRAIN_SIZE,
+        help=f"how many training images to train on, at most {MAX_TRAIN_SIZE} "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--learning-rate",
@@ -339,9 +343,10 @@ def _add_demo_command(subcommands) -> None:
     )
     demo.add_argument(
         "--train-size",
-        type=_positive_int,
+        type=_train_size,
         default=DEMO_TRAIN_SIZE,
-        help="how many training images to train on, at most 50000 (default: %(default)s)",
+        help=f"how many training images to train on, at most {MAX_TRAIN_SIZE} "
+        "(default: %(default)s)",
     )
     demo.add_argument(
         "--seed",
@@ -397,6 +402,16 @@ def _add_plot_basis_command(subcommands) -> None:
         "--out", required=True, metavar="FILE", help="the figure's file, e.g. basis.png"
     )
     command.set_defaults(run=run_plot_basis, needs_backend=False)
+
+
+def _train_size(text: str) -> int:
+    """argparse type: a positive integer up to :data:`MAX_TRAIN_SIZE`."""
+    value = _positive_int(text)
+    if value > MAX_TRAIN_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer up to {MAX_TRAIN_SIZE}, got {text!r}"
+        )
+    return value
 
 
 def _window_length(text: str) -> float:

@@ -157,6 +157,8 @@ def test_default_model_is_the_shipped_one():
         (["demo", "--epochs", "0"], "--epochs: expected a positive integer"),
         (["demo", "--batch-size", "many"], "--batch-size: expected a positive integer"),
         (["demo", "--train-size", "-5"], "--train-size: expected a positive integer"),
+        (["demo", "--train-size", "50001"], "--train-size: expected a positive integer up to"),
+        (["psmnist", "train", "--train-size", "60000"], "up to 50000, got '60000'"),
         (["demo", "--backend", "numpy"], "--backend: invalid choice: 'numpy'"),
         (["plot-basis", "--order", "0", "--theta", "5", "--out", "b.png"], "--order: expected"),
         (["plot-basis", "--order", "2.5", "--theta", "5", "--out", "b.png"], "--order: expected"),
