@@ -198,3 +198,18 @@ def test_scan_outputs_script_runs_and_its_forms_agree():
         for kind in ("forward", "gradient")
     }, done.stdout
     assert all(float(difference) < 1e-5 for _, _, difference in found), done.stdout
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="a JAX script")
+def test_scan_weight_gradients_script_runs_and_its_gradients_agree():
+    """``scan_weight_gradients.py`` times four forms of the paper model's step in plain
+    JAX; the custom gradient (weights' gradients after the loop) equals JAX's own."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "scan_weight_gradients.py")]
+    command += ["--repeats", "1", "--steps", "16", "--batch", "4", "--group", "8"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    differences = dict(re.findall(r"^custom gradient of (\S+): (\S+) ", done.stdout, re.M))
+    assert set(differences) == {"W", "U", "b", "e_x", "e_h", "e_m"}, done.stdout
+    assert all(float(value) < 1e-4 for value in differences.values()), done.stdout
+    timed = re.findall(r"^(.+): median \d+ ms", done.stdout, re.M)
+    assert timed == ["default", "grouped (8 per iteration)", "weights-after-loop", "forward"]
