@@ -647,6 +647,37 @@ def gradient_wrt(variable, loss):
     return jax.grad(stateless_loss)(variable.value)
 
 
+@exact
+@pytest.mark.parametrize("discretizer", ["zoh", "euler"])
+@pytest.mark.parametrize("trainable", [None, "theta", "AB"])
+def test_layer_discrete_system_and_its_difference_from_the_identity(discretizer, trainable):
+    """``discrete_system()`` is ``(A_bar, B_bar)`` and ``discrete_difference()``
+    ``(A_bar - I, B_bar)`` of the layer's current theta, fixed or trainable."""
+    order, theta = 5, 30.0
+    layer = keras_lmu.LMUFeedforward(
+        1,
+        order,
+        theta,
+        None,
+        discretizer=discretizer,
+        trainable_theta=trainable == "theta",
+        trainable_A=trainable == "AB",
+        trainable_B=trainable == "AB",
+        dtype=DTYPE,
+    )
+    layer(np.zeros((1, 3, 1)))
+    if trainable == "theta":
+        layer.theta_inv.assign(1 / 24.0)  # trained away from its start
+        theta = 24.0
+    A_bar, B_bar = keras_lmu.legendre.discrete_system(order, theta, discretizer)
+    difference, difference_B = layer.discrete_difference()
+    system, system_B = layer.discrete_system()
+    assert_close(difference, A_bar - np.eye(order))
+    assert_close(system, A_bar)
+    assert_close(difference_B, B_bar)
+    assert_close(system_B, B_bar)
+
+
 @pytest.mark.parametrize("order, theta, bound", [(512, 100.0, 3e-5), (64, 1.0, 6e-5)])
 def test_float32_matrix_exponential_keeps_its_small_difference_from_the_identity(
     order, theta, bound
