@@ -255,7 +255,7 @@ class LegendreMemory(keras.layers.Layer):
         """Refuse a ``theta`` too small for the zero-order hold computed in the graph.
 
         A trainable ``theta``, ``A`` or ``B`` is discretized in the memory dtype by
-        :func:`keras_lmu.ops.matrix_exponential`, which handles 1-norms of
+        :func:`keras_lmu.ops.matrix_exponential_minus_identity`, which handles 1-norms of
         ``[A, B] / theta`` up to :func:`keras_lmu.ops.matrix_exponential_max_norm`
         (about 4.3e9 in float32): below the ``theta`` that reaches it the memory
         would be NaN (a fixed memory is discretized in float64 on the host, down to

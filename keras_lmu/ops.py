@@ -13,13 +13,14 @@ import keras
 import numpy as np
 from keras import ops
 
-#: Taylor polynomial of :func:`matrix_exponential`: its degree, and the largest 1-norm
-#: it is used at per dtype, where its truncation error is below rounding: 2**16 / 16! =
-#: 3e-9 in float32 (fewer squarings: each one doubles the rounding error), 0.5**16 / 16!
-#: = 7e-19 in float64.
+#: Taylor polynomial of :func:`matrix_exponential_minus_identity`: its degree, and the
+#: largest 1-norm it is used at per dtype, where its truncation error is below rounding:
+#: 2**16 / 16! = 3e-9 in float32 (fewer squarings: each one doubles the rounding error),
+#: 0.5**16 / 16! = 7e-19 in float64.
 EXPM_TAYLOR_DEGREE = 15
 EXPM_TAYLOR_MAX_NORM = {"float16": 2.0, "bfloat16": 2.0, "float32": 2.0, "float64": 0.5}
-#: Most squarings :func:`matrix_exponential` does: 1-norms up to 0.5 * 2**31 (about 1e9).
+#: Most squarings :func:`matrix_exponential_minus_identity` does: 1-norms up to
+#: 0.5 * 2**31 (about 1e9).
 EXPM_MAX_SQUARINGS = 31
 #: :func:`per_channel_fft_convolution` in pieces: complex values in one piece (2**19:
 #: 4 MiB in complex64, sized for a CPU's cache; 2**17 on PyTorch's CPU, whose pieces
@@ -59,23 +60,11 @@ def full_float32_precision():
 
 
 def matrix_exponential_max_norm(dtype: str) -> float:
-    """Largest 1-norm of a matrix whose :func:`matrix_exponential` in ``dtype`` is
-    computed as designed (``EXPM_TAYLOR_MAX_NORM`` after ``EXPM_MAX_SQUARINGS``
-    halvings); beyond it the Taylor polynomial is evaluated too far out and the
-    result is wrong or NaN."""
+    """Largest 1-norm of a matrix whose :func:`matrix_exponential_minus_identity` in
+    ``dtype`` is computed as designed (``EXPM_TAYLOR_MAX_NORM`` after
+    ``EXPM_MAX_SQUARINGS`` halvings); beyond it the Taylor polynomial is evaluated too
+    far out and the result is wrong or NaN."""
     return EXPM_TAYLOR_MAX_NORM.get(dtype, 0.5) * 2.0**EXPM_MAX_SQUARINGS
-
-
-def matrix_exponential(x):
-    """Matrix exponential ``expm(x)`` of a square matrix, from matrix products only:
-    ``I + matrix_exponential_minus_identity(x)``.
-
-    Written in ``keras.ops`` (differentiable on every backend) rather than with the
-    backends' ``expm``, whose solves (LU factorizations) neither ONNX nor a
-    TensorFlow SavedModel exported from JAX can run: with this, an LMU with a
-    trainable ``theta``, ``A`` or ``B`` exports like the others.
-    """
-    return ops.eye(x.shape[-1], dtype=x.dtype) + matrix_exponential_minus_identity(x)
 
 
 def matrix_exponential_minus_identity(x):
@@ -90,6 +79,11 @@ def matrix_exponential_minus_identity(x):
     for a long window) is not rounded against the 1s of the diagonal. The squarings
     are done in blocks of 16, 8, 4, 2 and 1, each under ``keras.ops.cond``, so only
     those needed run.
+
+    Written in ``keras.ops`` (differentiable on every backend) rather than with the
+    backends' ``expm``, whose solves (LU factorizations) neither ONNX nor a
+    TensorFlow SavedModel exported from JAX can run: with this, an LMU with a
+    trainable ``theta``, ``A`` or ``B`` exports like the others.
     """
     dtype = x.dtype
     norm = ops.max(ops.sum(ops.abs(x), axis=0))
@@ -168,23 +162,9 @@ def last_axis_product(x, matrix):
     return ops.reshape(matrix_product(rows, matrix), (-1, *middle, static_size(matrix, 1)))
 
 
-def discretize_zoh(A, B, theta_inv):
-    """Zero-order hold (dt = 1) of ``dm/dt = theta_inv * (A m + B u)``.
-
-    ``expm([[A theta_inv, B theta_inv], [0, 0]]) = [[A_bar, B_bar], [0, 1]]``,
-    differentiable in ``A``, ``B`` and ``theta_inv``.
-
-    Returns
-    -------
-    A_bar, B_bar
-        Tensors of shape (order, order) and (order,).
-    """
-    difference, B_bar = discretize_zoh_difference(A, B, theta_inv)
-    return ops.eye(static_size(difference, 0), dtype=difference.dtype) + difference, B_bar
-
-
 def discretize_zoh_difference(A, B, theta_inv):
-    """``(A_bar - I, B_bar)`` of the zero-order hold (:func:`discretize_zoh`).
+    """``(A_bar - I, B_bar)`` of the zero-order hold (dt = 1) of
+    ``dm/dt = theta_inv * (A m + B u)``, differentiable in ``A``, ``B`` and ``theta_inv``.
 
     ``expm(M theta_inv) - I = [[A_bar - I, B_bar], [0, 0]]``, computed as such
     (:func:`matrix_exponential_minus_identity`): for a long window ``A_bar - I`` is
@@ -246,18 +226,6 @@ def _split_augmented(exponential):
     """``(A_bar, B_bar)`` out of ``[[A_bar, B_bar], [0, 1]]``."""
     order = static_size(exponential, 0) - 1
     return exponential[:order, :order], exponential[:order, order]
-
-
-def discretize_euler(A, B, theta_inv):
-    """Forward Euler (dt = 1): ``A_bar = I + A theta_inv``, ``B_bar = B theta_inv``."""
-    return ops.eye(A.shape[0], dtype=A.dtype) + A * theta_inv, B * theta_inv
-
-
-def discretize(A, B, theta_inv, discretizer: str):
-    """Discretize with ``discretizer`` (``"zoh"`` or ``"euler"``): ``(A_bar, B_bar)``."""
-    if discretizer == "zoh":
-        return discretize_zoh(A, B, theta_inv)
-    return discretize_euler(A, B, theta_inv)
 
 
 def discretize_difference(A, B, theta_inv, discretizer: str):

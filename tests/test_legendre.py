@@ -109,17 +109,20 @@ def _float64():
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 def test_graph_discretization_matches_numpy(discretizer):
     A, B = legendre.continuous_system(7)
-    expected = legendre.discretize(A, B, 25.0, discretizer)
+    expected_A_bar, expected_B_bar = legendre.discretize(A, B, 25.0, discretizer)
     dtype = "float64" if _float64() else "float32"
-    A_bar, B_bar = lmu_ops.discretize(
+    difference, B_bar = lmu_ops.discretize_difference(
         keras.ops.convert_to_tensor(A, dtype),
         keras.ops.convert_to_tensor(B, dtype),
         keras.ops.convert_to_tensor(1 / 25.0, dtype),
         discretizer,
     )
     tolerance = 1e-12 if dtype == "float64" else 1e-5
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(A_bar), expected[0], atol=tolerance)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(B_bar), expected[1], atol=tolerance)
+    expected_difference = expected_A_bar - np.eye(7)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(difference), expected_difference, atol=tolerance
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(B_bar), expected_B_bar, atol=tolerance)
 
 
 def test_legendre_basis_values():
