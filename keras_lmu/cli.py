@@ -404,26 +404,6 @@ def _add_plot_basis_command(subcommands) -> None:
     command.set_defaults(run=run_plot_basis, needs_backend=False)
 
 
-def _train_size(text: str) -> int:
-    """argparse type: a positive integer up to :data:`MAX_TRAIN_SIZE`."""
-    value = _positive_int(text)
-    if value > MAX_TRAIN_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer up to {MAX_TRAIN_SIZE}, got {text!r}"
-        )
-    return value
-
-
-def _window_length(text: str) -> float:
-    """argparse type: a positive number up to :data:`MAX_PLOT_THETA`."""
-    value = _positive_float(text)
-    if value > MAX_PLOT_THETA:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number up to {MAX_PLOT_THETA:,.0f}, got {text!r}"
-        )
-    return value
-
-
 def _add_mackey_glass_command(subcommands) -> None:
     """Add ``keras-lmu mackey-glass`` to the subcommands."""
     from keras_lmu import mackey_glass as mg
@@ -603,6 +583,18 @@ _positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
 _positive_float = _number_type(float, lambda value: 0 < value < float("inf"), "a positive number")
 _non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
 _rate = _number_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+
+
+#: ``--train-size`` up to :data:`MAX_TRAIN_SIZE`; ``plot-basis --theta`` up to
+#: :data:`MAX_PLOT_THETA`.
+_train_size = _number_type(
+    int, lambda value: 0 < value <= MAX_TRAIN_SIZE, f"a positive integer up to {MAX_TRAIN_SIZE}"
+)
+_window_length = _number_type(
+    float,
+    lambda value: 0 < value <= MAX_PLOT_THETA,
+    f"a positive number up to {MAX_PLOT_THETA:,.0f}",
+)
 
 
 def _ensure_backend(requested: str | None, argv: list[str]) -> int:
