@@ -390,24 +390,16 @@ class LMUFeedforward(LegendreMemory):
 
     def _free_response_last(self, initial_memory, steps: int):
         """``M^steps s_0``: only the final step of the free response."""
+        system = self._state_difference() if self.memory_to_memory else self.discrete_difference()
+        matrix = lmu_ops.matrix_power(system[0], steps, self.powers_near_identity)
         if self.memory_to_memory:
-            matrix = self._matrix_power(self._state_difference()[0], steps)
             return ops.einsum("ij,bj->bi", matrix, ops.cast(initial_memory, matrix.dtype))
-        matrix = self._matrix_power(self.discrete_difference()[0], steps)
         states = ops.reshape(
             ops.cast(initial_memory, matrix.dtype), (-1, self.memory_d, self.order)
         )
         return ops.reshape(
             ops.einsum("ij,bdj->bdi", matrix, states), (-1, self.memory_d * self.order)
         )
-
-    def _matrix_power(self, difference, exponent: int):
-        """``M^exponent`` of ``M = I + difference``, squared as differences from the
-        identity where it is near it (:attr:`powers_near_identity`), rounded once."""
-        identity = ops.eye(lmu_ops.static_size(difference, 0), dtype=difference.dtype)
-        if self.powers_near_identity:
-            return identity + lmu_ops.power_difference(difference, exponent)
-        return lmu_ops.matrix_power(identity + difference, exponent)
 
     @lmu_ops.full_float32_precision()
     def _all_memories(self, encoded, initial_memory=None):

@@ -504,10 +504,17 @@ def chunked_linear_recurrence(signal, response, transition, initial_state=None, 
     return ops.reshape(states, (batch, chunks * chunk, size))[:, :steps]
 
 
-def matrix_power(matrix, exponent: int):
-    """``matrix ** exponent`` by repeated squaring (about ``2 log2(exponent)`` products)."""
+def matrix_power(difference, exponent: int, near_identity: bool = True):
+    """``M^exponent`` of ``M = I + difference`` by repeated squaring (about
+    ``2 log2(exponent)`` products). With ``near_identity`` the squarings keep the
+    powers' differences from the identity (:func:`power_difference`, see
+    :func:`impulse_response`) and the result is rounded once; else ``M`` itself is
+    squared."""
+    identity = ops.eye(static_size(difference, 0), dtype=difference.dtype)
+    if near_identity:
+        return identity + power_difference(difference, exponent)
     result = None
-    power = matrix
+    power = identity + difference
     while True:
         if exponent & 1:
             result = power if result is None else ops.einsum("ij,jk->ik", result, power)
@@ -516,7 +523,7 @@ def matrix_power(matrix, exponent: int):
             break
         power = ops.einsum("ij,jk->ik", power, power)
     if result is None:
-        return ops.eye(matrix.shape[0], dtype=matrix.dtype)
+        return identity
     return result
 
 

@@ -75,6 +75,12 @@ def test_graph_powers_from_the_difference_match_numpy(exponent):
     power = lmu_ops.power_difference(difference, exponent)
     expected = np.linalg.matrix_power(A_bar, exponent) - np.eye(8)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(power), expected, atol=tolerance)
+    for near_identity in (True, False):
+        matrix = lmu_ops.matrix_power(difference, exponent, near_identity)
+        expected_matrix = np.linalg.matrix_power(A_bar, exponent)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(matrix), expected_matrix, atol=tolerance
+        )
     doubled = lmu_ops.doubled_powers(difference, 4)
     for k, matrix in enumerate(doubled):
         expected = np.linalg.matrix_power(A_bar, 2**k)
