@@ -75,6 +75,10 @@ DEMO_ORDER = 256
 SHIPPED_MODEL = Path("models") / "psmnist.keras"
 #: Largest window ``keras-lmu plot-basis`` draws, in steps.
 MAX_PLOT_THETA = 1e9
+#: Highest order ``keras-lmu plot-basis`` draws: its figure took about 12 s at order
+#: 1,024 and a minute at 2,048 (the impulse response, step by step, and the heatmaps),
+#: whose rows are then finer than the figure's pixels.
+MAX_PLOT_ORDER = 1024
 #: How to install matplotlib, which the figures need.
 PLOTS_INSTALL_HINT = (
     "install it with: pip install 'keras-lmu3[plots]' "
@@ -388,9 +392,12 @@ def _add_plot_basis_command(subcommands) -> None:
     )
     command.add_argument(
         "--order",
-        type=_positive_int,
+        type=_plot_order,
         required=True,
-        help="order of the memory: the number of Legendre polynomials",
+        help=(
+            "order of the memory: the number of Legendre polynomials (a positive integer "
+            f"up to {MAX_PLOT_ORDER})"
+        ),
     )
     command.add_argument(
         "--theta",
@@ -585,8 +592,8 @@ _non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"
 _rate = _number_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
-#: ``--train-size`` up to :data:`MAX_TRAIN_SIZE`; ``plot-basis --theta`` up to
-#: :data:`MAX_PLOT_THETA`.
+#: ``--train-size`` up to :data:`MAX_TRAIN_SIZE`; ``plot-basis --theta`` and
+#: ``--order`` up to :data:`MAX_PLOT_THETA` and :data:`MAX_PLOT_ORDER`.
 _train_size = _number_type(
     int, lambda value: 0 < value <= MAX_TRAIN_SIZE, f"a positive integer up to {MAX_TRAIN_SIZE}"
 )
@@ -594,6 +601,9 @@ _window_length = _number_type(
     float,
     lambda value: 0 < value <= MAX_PLOT_THETA,
     f"a positive number up to {MAX_PLOT_THETA:,.0f}",
+)
+_plot_order = _number_type(
+    int, lambda value: 0 < value <= MAX_PLOT_ORDER, f"a positive integer up to {MAX_PLOT_ORDER}"
 )
 
 
@@ -708,7 +718,7 @@ def run_plot_basis(args: argparse.Namespace) -> int:
     from keras_lmu import legendre
 
     try:  # a window too short for the order: its matrix exponential overflows
-        legendre.discrete_system(args.order, args.theta)
+        system = legendre.discrete_system(args.order, args.theta)
     except ValueError as error:
         print(f"error: argument --theta: {error}", file=sys.stderr)
         return 2
@@ -716,7 +726,7 @@ def run_plot_basis(args: argparse.Namespace) -> int:
     if plots is None:
         return 1
     try:
-        plots.make_basis_figure(path, args.order, args.theta)
+        plots.make_basis_figure(path, args.order, args.theta, system=system)
     except OSError as error:
         print(f"error: cannot write {path}: {error}", file=sys.stderr)
         return 1

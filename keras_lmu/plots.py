@@ -120,12 +120,21 @@ def plot_basis(ax, order: int = 6, theta: float = 1.0, label: str = "(a) ") -> N
 
 
 def sampled_impulse_response(
-    order: int, theta: float, discretizer: str = "zoh", windows: float = RESPONSE_WINDOWS
+    A_bar: np.ndarray, B_bar: np.ndarray, theta: float, windows: float = RESPONSE_WINDOWS
 ) -> tuple[np.ndarray, np.ndarray]:
     """The impulse response ``H[k] = A_bar^k B_bar`` for ``0 <= k <= windows * theta``.
 
     Responses longer than :data:`MAX_RESPONSE_POINTS` steps are sampled every
     ``stride`` steps (``H[j * stride] = (A_bar^stride)^j B_bar``).
+
+    Parameters
+    ----------
+    A_bar, B_bar : numpy.ndarray
+        The discretized memory (:func:`keras_lmu.legendre.discrete_system`).
+    theta : float
+        Its window, in steps.
+    windows : float
+        Length of the response, in windows.
 
     Returns
     -------
@@ -133,7 +142,6 @@ def sampled_impulse_response(
         The steps ``k`` (float64, shape ``(points,)``) and ``H[k]``, shape
         ``(points, order)``.
     """
-    A_bar, B_bar = legendre.discrete_system(order, theta, discretizer)
     # Steps 0, stride, ..., up to windows * theta (in this order of operations so that
     # no product overflows, whatever the finite theta).
     stride = max(1, math.ceil(windows / (MAX_RESPONSE_POINTS - 1) * theta))
@@ -145,15 +153,23 @@ def sampled_impulse_response(
 
 
 def plot_impulse_response(
-    ax, order: int, theta: float, discretizer: str = "zoh", label: str = "(b) "
+    ax,
+    A_bar: np.ndarray,
+    B_bar: np.ndarray,
+    theta: float,
+    discretizer: str = "zoh",
+    label: str = "(b) ",
 ) -> None:
-    """The impulse response of the discretized memory over about 1.5 windows.
+    """The impulse response of the discretized memory ``(A_bar, B_bar)`` of window
+    ``theta`` over about 1.5 windows (``discretizer`` names its discretization in the
+    title).
 
     One curve per dimension up to :data:`MAX_CURVES_ORDER`; above it, a heatmap
     with each dimension scaled to its largest magnitude. The window ``[0, theta]``
     is shaded.
     """
-    steps, response = sampled_impulse_response(order, theta, discretizer)
+    order = A_bar.shape[0]
+    steps, response = sampled_impulse_response(A_bar, B_bar, theta)
     title = rf"{label}Impulse response $H[k] = \bar A^k \bar B$ ({discretizer})"
     if order > MAX_CURVES_ORDER:
         half_step = (steps[1] - steps[0]) / 2
@@ -260,18 +276,27 @@ def save_figure(figure: Figure, path: os.PathLike | str) -> None:
 
 
 def make_basis_figure(
-    path: os.PathLike | str, order: int, theta: float, discretizer: str = "zoh"
+    path: os.PathLike | str,
+    order: int,
+    theta: float,
+    discretizer: str = "zoh",
+    system: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Draw the Legendre basis and the memory's impulse response side by side; save at ``path``.
 
-    The format follows the extension of ``path`` (any that matplotlib writes; PNG
-    when there is none): see :func:`supported_formats`. Raises ``OSError`` when the
-    file cannot be written and ``ValueError`` for an unknown format.
+    ``system`` is the memory's ``(A_bar, B_bar)`` where the caller has it already
+    (else it is discretized here). The format follows the extension of ``path`` (any
+    that matplotlib writes; PNG when there is none): see :func:`supported_formats`.
+    Raises ``OSError`` when the file cannot be written and ``ValueError`` for an
+    unknown format.
     """
+    if system is None:
+        system = legendre.discrete_system(order, theta, discretizer)
+    A_bar, B_bar = system
     figure = Figure(figsize=(12.0, 4.6), layout="constrained")
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.3]})
     plot_basis(left, order, theta)
-    plot_impulse_response(right, order, theta, discretizer)
+    plot_impulse_response(right, A_bar, B_bar, theta, discretizer)
     figure.suptitle(f"LMU memory of order {order}, window $\\theta = {theta:g}$ steps")
     save_figure(figure, path)
 

@@ -166,6 +166,7 @@ def test_default_model_is_the_shipped_one():
         (["plot-basis", "--order", "3", "--theta", "-2", "--out", "b.png"], "--theta: expected"),
         (["plot-basis", "--order", "3", "--theta", "nan", "--out", "b.png"], "--theta: expected"),
         (["plot-basis", "--order", "3", "--theta", "1e10", "--out", "b.png"], "up to 1,000,000"),
+        (["plot-basis", "--order", "1025", "--theta", "5", "--out", "b.png"], "up to 1024, got"),
         (["plot-basis", "--order", "3", "--theta", "5"], "arguments are required: --out"),
         (["plot-basis", "--out", "b.png"], "arguments are required: --order, --theta"),
     ],
@@ -524,8 +525,17 @@ def test_plot_basis_needs_no_backend(monkeypatch, tmp_path, capsys):
         raise AssertionError("plot-basis must not pick a Keras backend")
 
     monkeypatch.setattr(cli, "_ensure_backend", no_backend)
+    discretized = []
+    discrete_system = legendre.discrete_system
+
+    def counted_discrete_system(*args):
+        discretized.append(args)
+        return discrete_system(*args)
+
+    monkeypatch.setattr(legendre, "discrete_system", counted_discrete_system)
     path = tmp_path / "new" / "folder" / "basis"  # no extension: PNG, at exactly this path
     assert cli.main(["plot-basis", "--order", "12", "--theta", "7.5", "--out", str(path)]) == 0
+    assert discretized == [(12, 7.5)]  # once, to check --theta and to draw
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     assert f"Wrote {path}: Legendre basis and impulse response, order 12, theta 7.5" in (
         capsys.readouterr().out
@@ -564,11 +574,11 @@ def test_plot_basis_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_p
 def test_sampled_impulse_response_spans_one_and_a_half_windows(theta):
     from keras_lmu import plots
 
-    steps, response = plots.sampled_impulse_response(3, theta)
+    A_bar, B_bar = legendre.discrete_system(3, theta)
+    steps, response = plots.sampled_impulse_response(A_bar, B_bar, theta)
     stride = steps[1] - steps[0]
     assert 2 <= len(steps) <= plots.MAX_RESPONSE_POINTS
     assert steps[-1] <= max(1.0, 1.5 * theta) < steps[-1] + stride
-    A_bar, B_bar = legendre.discrete_system(3, theta)
     reference = legendre.impulse_response(A_bar, B_bar, min(int(steps[-1]) + 1, 3000))
     shared = steps[steps < len(reference)].astype(int)
     np.testing.assert_allclose(response[: len(shared)], reference[shared], rtol=1e-9, atol=1e-15)
