@@ -225,20 +225,23 @@ def _add_psmnist_commands(subcommands) -> None:
     train.add_argument(
         "--order",
         type=_positive_int,
-        default=psmnist.PARALLEL_ORDER,
-        help="parallel model: order of the memory (default: %(default)s)",
+        default=None,
+        help=f"parallel model: order of the memory (default: {psmnist.PARALLEL_ORDER})",
     )
     train.add_argument(
         "--units",
         type=_positive_int,
         nargs="+",
-        default=list(psmnist.PARALLEL_UNITS),
-        help="parallel model: sizes of the Dense hidden layers (default: %(default)s)",
+        default=None,
+        help="parallel model: sizes of the Dense hidden layers (default: "
+        + " ".join(str(size) for size in psmnist.PARALLEL_UNITS)
+        + ")",
     )
     train.add_argument(
         "--activation",
-        default=psmnist.PARALLEL_ACTIVATION,
-        help="parallel model: activation of the hidden layers (default: %(default)s)",
+        default=None,
+        help="parallel model: activation of the hidden layers "
+        f"(default: {psmnist.PARALLEL_ACTIVATION})",
     )
     train.add_argument(
         "--dropout",
@@ -253,22 +256,23 @@ def _add_psmnist_commands(subcommands) -> None:
     train.add_argument(
         "--memory-dropout",
         type=_rate,
-        default=psmnist.PARALLEL_MEMORY_DROPOUT,
-        help="parallel model: dropout rate on the LMU memory (default: %(default)s)",
+        default=None,
+        help="parallel model: dropout rate on the LMU memory "
+        f"(default: {psmnist.PARALLEL_MEMORY_DROPOUT})",
     )
     train.add_argument(
         "--ema",
         type=_rate,
-        default=psmnist.PARALLEL_EMA_MOMENTUM,
+        default=None,
         help="parallel model: momentum of the moving average of the weights that is "
-        "validated and kept; 0 for none (default: %(default)s)",
+        f"validated and kept; 0 for none (default: {psmnist.PARALLEL_EMA_MOMENTUM})",
     )
     train.add_argument(
         "--weight-decay",
         type=_non_negative_float,
-        default=psmnist.PARALLEL_WEIGHT_DECAY,
+        default=None,
         help="parallel model: decoupled weight decay of AdamW; 0 for plain Adam "
-        "(default: %(default)s)",
+        f"(default: {psmnist.PARALLEL_WEIGHT_DECAY})",
     )
     train.add_argument(
         "--eval-size",
@@ -696,7 +700,9 @@ def _plots_and_figure_path(command: str, out: str):
 
 def _figure_file_problem(path: Path, plots) -> str | None:
     """Why a figure cannot be written at ``path`` (an extension matplotlib does not
-    write, a folder that cannot be made), or None; makes the folder."""
+    write, a folder that cannot be made or written in), or None; makes the folder."""
+    from keras_lmu.training import folder_write_problem
+
     extension = path.suffix.lstrip(".").lower()
     formats = plots.supported_formats()
     if extension and extension not in formats:
@@ -710,6 +716,9 @@ def _figure_file_problem(path: Path, plots) -> str | None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         return f"cannot create the folder {path.parent} ({error.strerror or error})"
+    problem = folder_write_problem(path.parent)
+    if problem is not None:
+        return f"cannot write files in the folder {path.parent} ({problem})"
     return None
 
 

@@ -42,7 +42,6 @@ backend first.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from keras_lmu import validation
-from keras_lmu.training import best_weights_callback, make_output_folder
+from keras_lmu.training import best_weights_callback, make_output_folder, write_json
 
 if TYPE_CHECKING:
     import argparse
@@ -597,7 +596,7 @@ def _write_outputs(
         "command": "keras-lmu " + " ".join(getattr(args, "argv", [])),
     }
     path = out / RESULTS_FILE
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(path, summary)
     written = [str(path)]
     if importlib.util.find_spec("matplotlib") is not None:
         plot_predictions(data, results, out / PLOT_FILE)

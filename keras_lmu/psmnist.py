@@ -42,7 +42,6 @@ backend first.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -51,7 +50,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keras_lmu.training import make_output_folder
+from keras_lmu.training import make_output_folder, write_json
 
 if TYPE_CHECKING:
     import keras
@@ -87,6 +86,8 @@ PARAMETER_BUDGET = 170_000
 #: Sequences per batch when validating and testing.
 EVALUATION_BATCH_SIZE = 1000
 STEPS = 784
+#: MNIST's digits: the models end in one logit per class.
+CLASSES = 10
 
 
 def build_parallel_model(
@@ -170,7 +171,7 @@ def build_parallel_model(
             features = keras.layers.Dropout(
                 rate, seed=dropout_seed(index + 1), name=f"dropout_{index}"
             )(features)
-    outputs = keras.layers.Dense(10, name="logits")(features)
+    outputs = keras.layers.Dense(CLASSES, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_parallel")
     compile_classifier(model, learning_rate, training_steps, weight_decay, ema_momentum, clipnorm)
     return model
@@ -206,7 +207,7 @@ def build_paper_model(
         return_sequences=False,
         name="lmu",
     )
-    outputs = keras.layers.Dense(10, name="logits")(lmu(inputs))
+    outputs = keras.layers.Dense(CLASSES, name="logits")(lmu(inputs))
     model = keras.Model(inputs, outputs, name="psmnist_paper")
     # The paper's start: the memory encodes the pixel alone (u = x), the hidden
     # state's and the memory's encoders start at zero. With random encoders of the
@@ -236,7 +237,7 @@ def build_lstm_model(
 
     inputs = keras.Input((steps, 1), name="pixels")
     features = keras.layers.LSTM(LSTM_UNITS, name="lstm")(inputs)
-    outputs = keras.layers.Dense(10, name="logits")(features)
+    outputs = keras.layers.Dense(CLASSES, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_lstm")
     compile_classifier(model, learning_rate, training_steps, clipnorm=clipnorm)
     return model
@@ -349,9 +350,28 @@ def load_splits(train_size: int):
     return (x_train[:train_size], y_train[:train_size]), validation, test
 
 
-def dropout_rates(args) -> list[float]:
-    """The parallel model's dropout rates: ``--dropout``, else the default ones."""
-    return list(args.dropout if args.dropout is not None else PARALLEL_DROPOUT)
+#: The options of ``keras-lmu psmnist train`` that shape the parallel model only (their
+#: attribute names), and their defaults (``dropout``'s is :data:`PARALLEL_DROPOUT`).
+PARALLEL_ONLY_OPTIONS = {
+    "order": PARALLEL_ORDER,
+    "units": PARALLEL_UNITS,
+    "activation": PARALLEL_ACTIVATION,
+    "dropout": PARALLEL_DROPOUT,
+    "memory_dropout": PARALLEL_MEMORY_DROPOUT,
+    "ema": PARALLEL_EMA_MOMENTUM,
+    "weight_decay": PARALLEL_WEIGHT_DECAY,
+}
+
+
+def parallel_options(args) -> dict:
+    """The parallel model's options: each as given, else its default."""
+    options = {
+        name: getattr(args, name) if getattr(args, name) is not None else default
+        for name, default in PARALLEL_ONLY_OPTIONS.items()
+    }
+    options["units"] = list(options["units"])
+    options["dropout"] = list(options["dropout"])
+    return options
 
 
 def train_arguments_problem(args) -> str | None:
@@ -360,19 +380,34 @@ def train_arguments_problem(args) -> str | None:
     import keras
 
     if args.model != "parallel":
+        given = [
+            "--" + name.replace("_", "-")
+            for name in PARALLEL_ONLY_OPTIONS
+            if getattr(args, name) is not None
+        ]
+        if given:
+            return (
+                f"{', '.join(given)}: only the parallel model takes "
+                f"{'this option' if len(given) == 1 else 'these options'}; "
+                f"--model {args.model} is built as published"
+            )
         return None
-    dropout = dropout_rates(args)
-    if len(dropout) not in (1, len(args.units)):
+    options = parallel_options(args)
+    dropout, units = options["dropout"], options["units"]
+    if len(dropout) not in (1, len(units)):
         given = "--dropout" if args.dropout is not None else "the default --dropout"
         return (
-            f"--units gives {len(args.units)} hidden layer(s) but {given} gives "
+            f"--units gives {len(units)} hidden layer(s) but {given} gives "
             f"{len(dropout)} rates ({' '.join(f'{rate:g}' for rate in dropout)}): pass "
             "--dropout with one rate for all layers or one per layer"
         )
     try:
-        keras.activations.get(args.activation)
+        keras.activations.get(options["activation"])
     except ValueError:
-        return f"--activation: Keras has no activation {args.activation!r} (e.g. relu, gelu, tanh)"
+        return (
+            f"--activation: Keras has no activation {options['activation']!r} "
+            "(e.g. relu, gelu, tanh)"
+        )
     return None
 
 
@@ -417,28 +452,28 @@ def train(args) -> int:
         )
         config = {"units": LSTM_UNITS}
     else:
-        dropout = dropout_rates(args)
+        options = parallel_options(args)
         model = build_parallel_model(
-            order=args.order,
-            units=args.units,
-            activation=args.activation,
-            dropout=dropout,
+            order=options["order"],
+            units=options["units"],
+            activation=options["activation"],
+            dropout=options["dropout"],
             learning_rate=learning_rate,
             training_steps=training_steps,
             seed=args.seed,
-            weight_decay=args.weight_decay,
-            memory_dropout=args.memory_dropout,
-            ema_momentum=args.ema,
+            weight_decay=options["weight_decay"],
+            memory_dropout=options["memory_dropout"],
+            ema_momentum=options["ema"],
             clipnorm=args.clipnorm,
         )
         config = {
-            "order": args.order,
-            "units": list(args.units),
-            "activation": args.activation,
-            "dropout": dropout,
-            "memory_dropout": args.memory_dropout,
-            "weight_decay": args.weight_decay,
-            "ema_momentum": args.ema,
+            "order": options["order"],
+            "units": options["units"],
+            "activation": options["activation"],
+            "dropout": options["dropout"],
+            "memory_dropout": options["memory_dropout"],
+            "weight_decay": options["weight_decay"],
+            "ema_momentum": options["ema"],
             "readout": "Dense layers after the LMU memory",
         }
     parameters = int(model.count_params())
@@ -476,7 +511,7 @@ def train(args) -> int:
         "learning_rate": learning_rate,
         "schedule": "cosine decay to 0" if schedule == "cosine" else "constant",
         "clipnorm": args.clipnorm,
-        "optimizer": "AdamW" if not stepwise and args.weight_decay > 0 else "Adam",
+        "optimizer": "AdamW" if config.get("weight_decay", 0) > 0 else "Adam",
         "seed": args.seed,
         "train_size": len(x_train),
         "validation_size": len(x_val),
@@ -490,7 +525,7 @@ def train(args) -> int:
         "test_accuracy": test_accuracy,
         "command": "keras-lmu " + " ".join(args.argv),
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / METRICS_FILE, metrics)
     if is_installed("matplotlib"):
         title = "psMNIST, LSTM" if args.model == "lstm" else f"psMNIST, {args.model} LMU"
         plot_curves(curves, best.best_epoch, out / CURVES_FILE, title=title)
@@ -551,14 +586,15 @@ def plot_curves(curves: dict, best_epoch: int | None, path: os.PathLike, title: 
 
 def load_classifier(path: os.PathLike, input_shape: tuple) -> keras.Model:
     """Load the ``.keras`` model at ``path`` and check that it takes sequences of
-    ``input_shape`` (steps, features).
+    ``input_shape`` (steps, features; a model built for any length or number of
+    features, ``None``, takes them) and returns :data:`CLASSES` logits per sequence.
 
     Raises
     ------
     ValueError
         When Keras cannot load the file (not a ``.keras`` file, a layer it does not
-        know, ...) or the model takes inputs of another shape; the message names the
-        file and the reason.
+        know, ...), or the model takes inputs or returns outputs of other shapes; the
+        message names the file and the reason.
     """
     import keras
 
@@ -573,12 +609,34 @@ def load_classifier(path: os.PathLike, input_shape: tuple) -> keras.Model:
         model = keras.saving.load_model(path)
     except Exception as error:  # whatever Keras finds wrong with the file
         raise ValueError(f"cannot load {path} ({type(error).__name__}: {error})") from error
-    shape = tuple(model.input_shape[1:])
-    if shape != tuple(input_shape):
+    expected = tuple(input_shape)
+    shape = _batch_shape_rest(model.input_shape)
+    if not _shape_accepts(shape, expected):
+        raise ValueError(f"{path} takes inputs of shape {shape}, not psMNIST's {expected}")
+    shape = _batch_shape_rest(model.output_shape)
+    if not _shape_accepts(shape, (CLASSES,)):
         raise ValueError(
-            f"{path} takes inputs of shape {shape}, not psMNIST's {tuple(input_shape)}"
+            f"{path} returns outputs of shape {shape}, not psMNIST's {CLASSES} class logits "
+            "per sequence"
         )
     return model
+
+
+def _batch_shape_rest(shape) -> tuple | list:
+    """A model's input or output shape without its batch size; a list of them as
+    it is (a model with several inputs or outputs)."""
+    return tuple(shape[1:]) if isinstance(shape, tuple) else shape
+
+
+def _shape_accepts(shape, expected: tuple) -> bool:
+    """Whether arrays of shape ``expected`` fit ``shape`` (where ``None`` fits any size)."""
+    return (
+        isinstance(shape, tuple)
+        and len(shape) == len(expected)
+        and all(
+            size is None or size == wanted for size, wanted in zip(shape, expected, strict=True)
+        )
+    )
 
 
 def evaluate(args) -> int:

@@ -1,6 +1,7 @@
 """Shared test set-up: which backend runs, and at which precision."""
 
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -25,6 +26,27 @@ def relative_error(actual, reference) -> float:
 def assert_close(actual, reference, tolerance=None):
     error = relative_error(actual, reference)
     assert error <= (tolerance or TOLERANCE), f"relative error {error:.3g}"
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """An existing folder in which no file can be created: a read-only one, or, where
+    the tests run as root (who may write in it), ``/proc``."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    probe = folder / "probe"
+    try:
+        probe.touch()
+    except OSError:
+        yield folder
+    else:
+        probe.unlink()
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no folder that this user cannot write in")
+        yield Path("/proc")
+    finally:
+        folder.chmod(0o700)
 
 
 @pytest.fixture

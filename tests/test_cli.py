@@ -178,6 +178,14 @@ def test_bad_arguments_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_plot_basis_reports_a_folder_it_cannot_write_in(unwritable_folder, capsys):
+    out = unwritable_folder / "basis.png"
+    assert cli.main(["plot-basis", "--order", "3", "--theta", "5", "--out", str(out)]) == 1
+    assert f"error: cannot write {out}: cannot write files in the folder {unwritable_folder} (" in (
+        capsys.readouterr().err
+    )
+
+
 def test_plot_basis_names_a_theta_too_small_for_its_order(tmp_path, capsys):
     """A window whose matrix exponential overflows is a usage error, not a traceback."""
     out = tmp_path / "b.png"

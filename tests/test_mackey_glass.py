@@ -255,6 +255,15 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys):
     assert "error: cannot create the output folder" in captured.err and "Epoch" not in captured.out
 
 
+def test_out_that_cannot_be_written_in_fails_before_training(unwritable_folder, capsys):
+    """Before, both models trained and writing the results then raised PermissionError."""
+    args = cli.build_parser().parse_args(["mackey-glass", "--out", str(unwritable_folder)])
+    assert mg.run(args) == 1
+    captured = capsys.readouterr()
+    assert "error: cannot write files in the output folder" in captured.err
+    assert "Epoch" not in captured.out
+
+
 def test_a_folder_in_place_of_an_output_file_fails_before_training(tmp_path, capsys):
     (tmp_path / mg.RESULTS_FILE).mkdir()
     args = cli.build_parser().parse_args(["mackey-glass", "--out", str(tmp_path)])

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_lmu
 from keras_lmu import cli, psmnist
 
 BACKEND = keras.backend.backend()
@@ -84,16 +85,20 @@ def test_train_defaults():
     args = cli.build_parser().parse_args(["psmnist", "train"])
     assert args.model == "parallel"
     assert (args.train_size, args.seed, args.eval_size) == (50000, 0, None)
-    assert (args.order, args.units, args.dropout, args.weight_decay) == (
-        psmnist.PARALLEL_ORDER,
-        list(psmnist.PARALLEL_UNITS),
-        None,  # PARALLEL_DROPOUT, for the default units
-        psmnist.PARALLEL_WEIGHT_DECAY,
+    assert psmnist.parallel_options(args) == {
+        "order": psmnist.PARALLEL_ORDER,
+        "units": list(psmnist.PARALLEL_UNITS),
+        "activation": psmnist.PARALLEL_ACTIVATION,
+        "dropout": list(psmnist.PARALLEL_DROPOUT),
+        "memory_dropout": psmnist.PARALLEL_MEMORY_DROPOUT,
+        "ema": psmnist.PARALLEL_EMA_MOMENTUM,
+        "weight_decay": psmnist.PARALLEL_WEIGHT_DECAY,
+    }
+    args = cli.build_parser().parse_args(
+        ["psmnist", "train", "--order", "64", "--ema", "0", "--weight-decay", "0"]
     )
-    assert (args.memory_dropout, args.ema) == (
-        psmnist.PARALLEL_MEMORY_DROPOUT,
-        psmnist.PARALLEL_EMA_MOMENTUM,
-    )
+    options = psmnist.parallel_options(args)
+    assert (options["order"], options["ema"], options["weight_decay"]) == (64, 0.0, 0.0)
 
 
 def test_default_parallel_model_is_within_the_parameter_budget():
@@ -139,6 +144,13 @@ def test_largest_seed_trains_on_every_backend():
         (["--units", "64"], "--units gives 1 hidden layer(s) but the default --dropout gives 2"),
         (["--units", "8", "8", "8", "--dropout", "0.1", "0.2"], "but --dropout gives 2 rates"),
         (["--activation", "bogus"], "--activation: Keras has no activation 'bogus'"),
+        (
+            ["--model", "paper", "--order", "8", "--weight-decay", "0.5"],
+            "--order, --weight-decay: only the parallel model takes these options; "
+            "--model paper is built as published",
+        ),
+        (["--model", "lstm", "--ema", "0"], "--ema: only the parallel model takes this option"),
+        (["--model", "lstm", "--units", "8"], "--units: only the parallel model takes this"),
     ],
 )
 def test_train_rejects_options_that_do_not_fit_together(options, message, monkeypatch, capsys):
@@ -160,6 +172,20 @@ def test_train_reports_an_output_folder_it_cannot_make(monkeypatch, tmp_path, ca
     status, _ = _run(["psmnist", "train", "--out", str(tmp_path / "a_file")])
     assert status == 1
     assert f"error: cannot create the output folder {tmp_path / 'a_file'}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_train_reports_an_output_folder_it_cannot_write_in(monkeypatch, unwritable_folder, capsys):
+    """Before the data is read and the model trained, whose results would be lost."""
+
+    def no_data(train_size):
+        raise AssertionError("read the data")
+
+    monkeypatch.setattr(psmnist, "load_splits", no_data)
+    status, _ = _run(["psmnist", "train", "--out", str(unwritable_folder)])
+    assert status == 1
+    assert f"error: cannot write files in the output folder {unwritable_folder}: " in (
         capsys.readouterr().err
     )
 
@@ -198,24 +224,56 @@ def test_train_without_matplotlib_saves_the_model_and_metrics(monkeypatch, tmp_p
     )
 
 
-@pytest.mark.parametrize("content", ["not a zip", "model for other inputs"])
+@pytest.mark.parametrize(
+    "content",
+    ["not a zip", "model for other inputs", "logits per step", "one output", "two outputs"],
+)
 def test_evaluate_reports_a_file_it_cannot_score(content, monkeypatch, tmp_path, capsys):
+    """Before, a model returning other than 10 logits per sequence was scored by
+    broadcasting (a wrong accuracy, or a traceback)."""
     images = np.zeros((4, psmnist.STEPS, 1), "float32")
     labels = np.zeros(4, "int64")
     monkeypatch.setattr("keras_lmu.datasets.load_psmnist", lambda: ((images, labels),) * 3)
     path = tmp_path / "model.keras"
+    inputs = keras.Input((psmnist.STEPS, 1))
     if content == "not a zip":
         path.write_text(content)
         # (Keras itself says "File not found" for it)
         expected = f"error: cannot load {path} (not a .keras file: Keras saves them as zip"
-    else:
+    elif content == "model for other inputs":
         inputs = keras.Input((10, 3))
         keras.Model(inputs, keras.layers.Dense(10)(inputs[:, -1])).save(path)
         expected = f"error: {path} takes inputs of shape (10, 3), not psMNIST's (784, 1)"
+    elif content == "logits per step":
+        keras.Model(inputs, keras.layers.Dense(10)(inputs)).save(path)
+        expected = f"error: {path} returns outputs of shape (784, 10), not psMNIST's 10 class"
+    elif content == "one output":
+        keras.Model(inputs, keras.layers.Dense(1)(inputs[:, -1])).save(path)
+        expected = f"error: {path} returns outputs of shape (1,), not psMNIST's 10 class"
+    else:
+        last = inputs[:, -1]
+        keras.Model(inputs, [keras.layers.Dense(10)(last), keras.layers.Dense(10)(last)]).save(path)
+        expected = f"error: {path} returns outputs of shape [(None, 10), (None, 10)], not"
     status, stdout = _run(["psmnist", "evaluate", str(path)])
     assert status == 1 and "Test accuracy" not in stdout
     err = capsys.readouterr().err
     assert err.startswith(expected) and "Traceback" not in err
+
+
+def test_evaluate_scores_a_model_for_sequences_of_any_length(monkeypatch, tmp_path, capsys):
+    """``None`` steps or features in a model's input shape take psMNIST's sequences."""
+    images = np.zeros((4, psmnist.STEPS, 1), "float32")
+    labels = np.array([0, 1, 2, 3])
+    monkeypatch.setattr("keras_lmu.datasets.load_psmnist", lambda: ((images, labels),) * 3)
+    inputs = keras.Input((None, 1))
+    logits = keras_lmu.LMU(1, 4, 100, hidden_cell=None)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10, bias_initializer="zeros")(logits))
+    model.layers[-1].bias.assign(np.arange(10.0)[::-1])  # every image: class 0
+    path = tmp_path / "any_length.keras"
+    model.save(path)
+    status, stdout = _run(["psmnist", "evaluate", str(path)])
+    assert status == 0, capsys.readouterr().err
+    assert "Test accuracy: 0.2500 (4 test sequences)" in stdout
 
 
 def test_missing_model_file_fails(tmp_path, capsys):

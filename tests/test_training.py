@@ -1,15 +1,23 @@
 """keras_lmu.training: the best-epoch callback of the experiments."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
-from keras_lmu.training import best_weights_callback
+from keras_lmu.training import best_weights_callback, make_output_folder, write_json
 
 
 @pytest.mark.parametrize(
     ("mode", "values", "best_epoch"),
-    [("max", [0.5, 0.7, 0.7, 0.6], 2), ("min", [0.5, 0.3, 0.4, 0.3], 2)],
+    [
+        ("max", [0.5, 0.7, 0.7, 0.6], 2),
+        ("min", [0.5, 0.3, 0.4, 0.3], 2),
+        # A diverged epoch (NaN) is worse than any other; before, a first NaN was kept.
+        ("min", [float("nan"), 0.3, float("nan"), 0.4], 2),
+        ("max", [float("nan"), 0.7, 0.5], 2),
+    ],
 )
 def test_the_first_best_epochs_weights_are_restored(mode, values, best_epoch):
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
@@ -29,3 +37,28 @@ def test_missing_metric_and_bad_mode_are_refused():
     callback = best_weights_callback("val_loss", mode="min")
     with pytest.raises(KeyError, match="val_loss is missing"):
         callback.on_epoch_end(0, {"loss": 1.0})
+
+
+def test_only_nan_epochs_keep_the_first():
+    callback = best_weights_callback("val_loss", mode="min")
+    callback.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    for epoch in range(3):
+        callback.on_epoch_end(epoch, {"val_loss": float("nan")})
+    assert callback.best_epoch == 1
+
+
+def test_json_files_hold_no_numbers_json_lacks(tmp_path):
+    """A diverged run's NaN and infinite numbers are written as null (strict JSON)."""
+    path = tmp_path / "metrics.json"
+    write_json(path, {"loss": [1.5, float("nan"), float("inf")], "best": -float("inf"), "n": 3})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"loss": [1.5, None, None], "best": None, "n": 3}
+
+
+def test_output_folder_that_cannot_be_written_in_is_refused(unwritable_folder, tmp_path, capsys):
+    assert not make_output_folder(unwritable_folder, ("results.json",))
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write files in the output folder {unwritable_folder}: ")
+    assert make_output_folder(tmp_path / "new" / "folder", ("results.json",))
+    assert list((tmp_path / "new" / "folder").iterdir()) == []  # the check leaves nothing
