@@ -636,8 +636,9 @@ def run_sequences(
         )
     if inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must hold at least one sequence of one step, got {inputs.shape}")
-    sim_dt = network.dt if sim_dt is None else float(sim_dt)
-    substeps = round(network.dt / sim_dt) if 0 < sim_dt < math.inf else 0
+    sim_dt = network.dt if sim_dt is None else validation.positive_finite("sim_dt", sim_dt)
+    return_sequences = validation.flag("return_sequences", return_sequences)
+    substeps = round(network.dt / sim_dt)
     if substeps < 1 or abs(substeps * sim_dt - network.dt) > 1e-9 * network.dt:
         raise ValueError(f"sim_dt={sim_dt} must divide the network's dt={network.dt}")
     exact_memory = network.memory.neuron_type is None

@@ -247,8 +247,14 @@ def test_run_sequences_names_bad_inputs_and_steps():
     x = np.zeros((2, 3, 2))
     with pytest.raises(ValueError, match=r"at least one sequence of one step, got \(0, 3, 2\)"):
         lmu_nengo.run_sequences(network, x[:0])
-    with pytest.raises(ValueError, match="sim_dt=0.0 must divide the network's dt=0.001"):
+    with pytest.raises(ValueError, match="sim_dt must be a finite positive number, got 0.0"):
         lmu_nengo.run_sequences(network, x, sim_dt=0.0)
+    with pytest.raises(TypeError, match="sim_dt must be a finite positive number, got 'abc'"):
+        lmu_nengo.run_sequences(network, x, sim_dt="abc")
+    with pytest.raises(ValueError, match="sim_dt=0.003 must divide the network's dt=0.001"):
+        lmu_nengo.run_sequences(network, x, sim_dt=0.003)
+    with pytest.raises(TypeError, match="return_sequences must be True or False, got 'False'"):
+        lmu_nengo.run_sequences(network, x, return_sequences="False")
 
 
 def neural_memory_error(n_neurons, seed=0):
