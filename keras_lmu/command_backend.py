@@ -51,22 +51,39 @@ def requested_backend(argv: Sequence[str]) -> str | None:
     return requested
 
 
+#: Module names that run the command with ``python -m``.
+COMMAND_MODULES = ("keras_lmu", "keras_lmu.__main__")
+#: Long options of the interpreter that take a value.
+INTERPRETER_LONG_OPTIONS_WITH_VALUE = ("--check-hash-based-pycs",)
+
+
 def runs_as_command(orig_argv: Sequence[str] | None = None) -> bool:
     """Whether this interpreter runs the command: ``python [options] -m keras_lmu ...``,
     or the ``keras-lmu`` script (``orig_argv``: the interpreter's own command line,
-    default ``sys.orig_argv``)."""
+    default ``sys.orig_argv``).
+
+    The interpreter's options are read as it reads them: short ones may be joined
+    (``-Im keras_lmu``, ``-mkeras_lmu``), and ``-X``, ``-W`` and
+    ``--check-hash-based-pycs`` take a value.
+    """
     arguments = iter(list(sys.orig_argv if orig_argv is None else orig_argv)[1:])
     for argument in arguments:
-        if argument == "-m":
-            return next(arguments, None) == "keras_lmu"
-        if argument.startswith("-m"):
-            return argument == "-mkeras_lmu"
-        if argument in ("-X", "-W"):  # options that take a value
-            next(arguments, None)
-        elif argument.startswith("-c") or argument == "-":
+        if argument == "-" or argument == "--":
             return False
-        elif not argument.startswith("-"):  # the script
+        if argument.startswith("--"):
+            if argument in INTERPRETER_LONG_OPTIONS_WITH_VALUE:
+                next(arguments, None)
+            continue
+        if not argument.startswith("-"):  # the script
             return Path(argument).name.removesuffix(".exe") in (SCRIPT_NAME, f"{SCRIPT_NAME}.py")
+        for index, option in enumerate(argument[1:], start=2):
+            if option == "c":
+                return False
+            if option in "mXW":  # the rest of the argument, or the next one, is its value
+                value = argument[index:] or next(arguments, None)
+                if option == "m":
+                    return value in COMMAND_MODULES
+                break
     return False
 
 

@@ -300,6 +300,17 @@ def test_unsupported_keras_backend(fake_exec, demo_calls, monkeypatch, capsys):
         (["python", "-mkeras_lmu"], True),
         (["python", "/venv/bin/keras-lmu", "demo"], True),
         (["python", "-I", "C:/venv/Scripts/keras-lmu.exe"], True),
+        # Joined short options, options with values, the package's __main__ (these
+        # were taken for other programs, which leaves the backend to keras.json).
+        (["python", "-Im", "keras_lmu"], True),
+        (["python", "-bbImkeras_lmu"], True),
+        (["python", "-Xdev", "-Wdefault", "-m", "keras_lmu"], True),
+        (["python", "--check-hash-based-pycs", "always", "-m", "keras_lmu"], True),
+        (["python", "-m", "keras_lmu.__main__", "demo"], True),
+        (["python", "-Wignore::DeprecationWarning", "/venv/bin/keras-lmu"], True),
+        (["python", "-Ic", "import keras_lmu"], False),
+        (["python", "-m", "keras_lmu_other"], False),
+        (["python", "-", "-m", "keras_lmu"], False),
         (["python", "-m", "pytest", "-m", "keras_lmu"], False),
         (["python", "-c", "import keras_lmu"], False),
         (["python", "train.py", "-m", "keras_lmu"], False),
