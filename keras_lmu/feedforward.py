@@ -621,6 +621,7 @@ class LMUFeedforward(LegendreMemory):
             return_sequences=self.return_sequences,
             conv_mode=self.conv_mode,
             truncate_ir=self.truncate_ir,
+            input_d=self.input_d,
         )
         return config
 

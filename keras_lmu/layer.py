@@ -211,8 +211,11 @@ class LMU(keras.layers.Layer):
             "trainable_A": trainable_A,
             "trainable_B": trainable_B,
         }
-        # Checks every argument now, with the same messages as the cell.
-        self._template = LegendreMemory(hidden_cell=hidden_cell, name=self.name, **self.cell_config)
+        # Checks every argument now, with the same messages as the cell (in this layer's
+        # dtype, on which the smallest trainable theta depends).
+        self._template = LegendreMemory(
+            hidden_cell=hidden_cell, name=self.name, dtype=self.dtype_policy, **self.cell_config
+        )
         self.return_sequences = validation.flag("return_sequences", return_sequences)
         self.conv_mode = validation.choice("conv_mode", conv_mode, ("auto",) + CONV_MODES)
         self.truncate_ir = validation.truncation(truncate_ir)

@@ -96,6 +96,13 @@ def hidden_layer(value):
             "hidden_cell must be a Keras layer (e.g. keras.layers.SimpleRNNCell or "
             f"keras.layers.Dense) or None, got {value!r}"
         )
+    if isinstance(value, keras.layers.Bidirectional):  # two RNN layers
+        cell = type(value.forward_layer.cell).__name__
+        raise TypeError(
+            f"hidden_cell must be an RNN cell (e.g. keras.layers.{cell}(...)), not the layer "
+            "'Bidirectional', which "
+            "runs two loops over a sequence: the LMU gives its hidden cell one step at a time"
+        )
     if isinstance(value, keras.layers.RNN):  # LSTM, GRU, SimpleRNN, RNN(cell)
         cell = type(value.cell).__name__
         raise TypeError(

@@ -128,10 +128,20 @@ def test_states_of_another_batch_size_are_refused_clearly():
         stateful(np.zeros((4, 6, 3), "float32"))
 
 
-@pytest.mark.parametrize("hidden", [keras.layers.LSTM(4), keras.layers.SimpleRNN(4)])
-def test_hidden_layer_with_its_own_loop_is_refused(hidden):
-    with pytest.raises(TypeError, match="hidden_cell must be an RNN cell .* not the layer"):
-        construct("LMU", hidden_cell=hidden)
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        keras.layers.LSTM(4),
+        keras.layers.SimpleRNN(4),
+        # (it failed when built: "Shapes used to initialize variables must be fully-defined")
+        keras.layers.Bidirectional(keras.layers.LSTM(3)),
+    ],
+)
+@pytest.mark.parametrize("cls", CLASSES)
+def test_hidden_layer_with_its_own_loop_is_refused(cls, hidden):
+    cell = "SimpleRNNCell" if isinstance(hidden, keras.layers.SimpleRNN) else "LSTMCell"
+    with pytest.raises(TypeError, match=rf"an RNN cell \(e.g. keras.layers.{cell}\(...\)\), not"):
+        construct(cls, hidden_cell=hidden)
 
 
 def test_feedforward_refuses_hidden_to_memory():
@@ -238,6 +248,24 @@ def test_theta_too_small_for_the_graph_discretization_is_refused(cls, trainable)
         outputs.append(keras.ops.convert_to_numpy(layer(x)))
     assert np.all(np.isfinite(outputs[0]))
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_smallest_trainable_theta_is_that_of_the_layers_own_dtype(cls):
+    """``LMU`` checked it in the global floatx: a float64 LMU accepted a theta that
+    float64's matrix exponential cannot take, then failed at its first call, naming an
+    inner layer."""
+    from keras_lmu import legendre
+    from keras_lmu import ops as lmu_ops
+
+    A, B = legendre.continuous_system(4)
+    norm = np.max(np.sum(np.abs(np.concatenate([A, B[:, None]], axis=1)), axis=0))
+    float64_smallest = norm / lmu_ops.matrix_exponential_max_norm("float64")
+    theta = 0.5 * float64_smallest  # enough for float32
+    assert theta > norm / lmu_ops.matrix_exponential_max_norm("float32")
+    with pytest.raises(ValueError, match=r"^mine: theta=.* is too small .* in float64 needs"):
+        construct(cls, theta=theta, trainable_theta=True, dtype="float64", name="mine")
+    construct(cls, theta=theta, trainable_theta=True, dtype="float32")
 
 
 def test_euler_stability_bound_is_where_euler_becomes_stable():

@@ -137,6 +137,20 @@ def test_get_config_lists_every_constructor_argument(cls):
     assert clone.get_config() == config
 
 
+@pytest.mark.parametrize("cls", ["LMU", "LMUCell", "LMUFeedforward"])
+def test_input_d_survives_the_config(cls):
+    """A layer rebuilt from its config still checks its inputs' features (LMUFeedforward's
+    config lacked input_d, so its clone took any)."""
+    layer = getattr(keras_lmu, cls)(1, 4, 6.0, keras.layers.Dense(3), input_d=5)
+    assert layer.get_config()["input_d"] == 5
+    clone = layer.__class__.from_config(layer.get_config())
+    x = np.zeros((2, 6, 3), "float32")
+    if cls == "LMUCell":
+        clone = keras.layers.RNN(clone)
+    with pytest.raises(ValueError, match="was given input_d=5 but receives inputs with 3"):
+        clone(x)
+
+
 def test_registered_under_keras_lmu_package():
     for cls in (keras_lmu.LMU, keras_lmu.LMUCell, keras_lmu.LMUFeedforward):
         assert keras.saving.get_registered_name(cls) == f"keras-lmu>{cls.__name__}"
