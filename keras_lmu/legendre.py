@@ -18,6 +18,7 @@ step counts and tolerances are checked: a bad one raises an error that names it.
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 import scipy.linalg
@@ -53,6 +54,23 @@ def continuous_system(order: int) -> tuple[np.ndarray, np.ndarray]:
     return A, B
 
 
+def _system_arrays(A, B, names: tuple[str, str] = ("A", "B")) -> tuple[np.ndarray, np.ndarray]:
+    """``A`` and ``B`` as float64 arrays, or an error naming the one that is not a
+    finite (order, order) matrix or (order,) vector."""
+    A_name, B_name = names
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    order = A.shape[0] if A.ndim == 2 else None
+    if A.shape != (order, order) or B.shape != (order,):
+        raise ValueError(
+            f"{A_name} must have shape (order, order) and {B_name} shape (order,), got "
+            f"{A.shape} and {B.shape}"
+        )
+    for name, array in ((A_name, A), (B_name, B)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} must hold finite numbers, got NaN or infinity")
+    return A, B
+
+
 def discretize_zoh(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """Discretize ``theta * dm/dt = A m + B u`` by zero-order hold with dt = 1.
 
@@ -74,6 +92,7 @@ def discretize_zoh(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.ndarr
         Discrete state matrix (order, order) and input vector (order,).
     """
     theta = validation.positive_finite("theta", theta)
+    A, B = _system_arrays(A, B)
     order = A.shape[0]
     augmented = np.zeros((order + 1, order + 1))
     augmented[:order, :order] = A / theta
@@ -103,6 +122,7 @@ def discretize_euler(A: np.ndarray, B: np.ndarray, theta: float) -> tuple[np.nda
         Discrete state matrix (order, order) and input vector (order,).
     """
     theta = validation.positive_finite("theta", theta)
+    A, B = _system_arrays(A, B)
     return np.eye(A.shape[0]) + A / theta, B / theta
 
 
@@ -146,14 +166,8 @@ def impulse_response(A_bar: np.ndarray, B_bar: np.ndarray, steps: int) -> np.nda
         Shape (steps, order).
     """
     steps = validation.integer_at_least("steps", steps, 0)
-    A_bar, state = np.asarray(A_bar, dtype=np.float64), np.asarray(B_bar, dtype=np.float64)
-    order = A_bar.shape[0] if A_bar.ndim == 2 else None
-    if A_bar.shape != (order, order) or state.shape != (order,):
-        raise ValueError(
-            "A_bar must have shape (order, order) and B_bar shape (order,), got "
-            f"{A_bar.shape} and {state.shape}"
-        )
-    response = np.empty((steps, order))
+    A_bar, state = _system_arrays(A_bar, B_bar, names=("A_bar", "B_bar"))
+    response = np.empty((steps, A_bar.shape[0]))
     for k in range(steps):
         response[k] = state
         state = A_bar @ state
@@ -178,6 +192,8 @@ def truncation_length(response: np.ndarray, tolerance: float) -> int:
     int
         Between 1 and ``len(response)``.
     """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise TypeError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if not tolerance >= 0:  # also rejects NaN
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     response = np.asarray(response)

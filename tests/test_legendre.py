@@ -184,6 +184,13 @@ def test_euler_stability_bound_separates_stable_from_unstable(order):
             assert bool(radius <= 1.0) == stable, (order, factor, radius)
 
 
+def _nan_system(which: str):
+    """The order-4 ``A`` and ``B`` with a NaN in ``which``."""
+    A, B = legendre.continuous_system(4)
+    (A if which == "A" else B)[0] = np.nan
+    return A, B
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -208,6 +215,25 @@ def test_euler_stability_bound_separates_stable_from_unstable(order):
             r"B_bar shape \(order,\), got \(3, 3\) and \(4,\)",
         ),
         (lambda: legendre.impulse_response(np.ones((2, 3)), np.ones(2), 2), "A_bar must have"),
+        # A and B of the discretizations: named (Euler returned a B_bar of the wrong
+        # shape; zero-order hold blamed theta for NaN, or raised NumPy's errors)
+        (
+            lambda: legendre.discretize_euler(*_nan_system("A"), 5.0),
+            "A must hold finite numbers, got NaN or infinity",
+        ),
+        (lambda: legendre.discretize_zoh(*_nan_system("A"), 5.0), "A must hold finite numbers"),
+        (lambda: legendre.discretize_zoh(*_nan_system("B"), 5.0), "B must hold finite numbers"),
+        (
+            lambda: legendre.discretize_euler(np.eye(4), np.ones(3), 5.0),
+            r"A must have shape \(order, order\) and B shape \(order,\), got \(4, 4\) and \(3,\)",
+        ),
+        (
+            lambda: legendre.discretize(np.eye(4), np.ones((4, 1)), 5.0, "euler"),
+            r"got \(4, 4\) and \(4, 1\)",
+        ),
+        (lambda: legendre.discretize_zoh(np.eye(4), np.ones(3), 5.0), "A must have shape"),
+        (lambda: legendre.truncation_length(np.ones((3, 2)), "0.1"), "tolerance must be a number"),
+        (lambda: legendre.truncation_length(np.ones((3, 2)), None), "tolerance must be a number"),
         (lambda: legendre.legendre_basis(4, 10.0, [-1.0, 5.0]), r"delays must lie in \[0, theta\]"),
         (lambda: legendre.decode_window(np.ones(4), 10.0, [0.0, 12.5]), "got 12.5 \\(1 outside\\)"),
         (
