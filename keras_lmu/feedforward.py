@@ -213,6 +213,7 @@ class LMUFeedforward(LegendreMemory):
     # -- computation ----------------------------------------------------------------------
 
     def call(self, inputs, training=False, mask=None):
+        validation.length_fixed_when_traced(self.name, self._built_steps, inputs)
         return self.run(inputs, training=training, mask=mask)[0]
 
     def run(
@@ -252,7 +253,7 @@ class LMUFeedforward(LegendreMemory):
         initial_memory = None if initial_state is None else initial_state[0]
         hidden_states = None if initial_state is None else list(initial_state[1:])
         final_memory = None
-        if inputs.shape[1] is None:
+        if lmu_ops.static_size(inputs, 1) is None:
             memory = self._memory_by_recurrence(encoded, initial_memory, mask)
         elif (
             not self.return_sequences

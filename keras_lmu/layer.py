@@ -12,6 +12,7 @@ from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.utils import tracking
 
 from keras_lmu import hidden_cells, validation
+from keras_lmu import ops as lmu_ops
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
 from keras_lmu.memory import LegendreMemory, assign_saved_variables, memory_dtype_for
@@ -226,6 +227,7 @@ class LMU(keras.layers.Layer):
         self.layer = None
         self.states = None
         self._input_d = input_d  # the number of input features, once known
+        self._built_steps = None  # the sequence length it was built for, if fixed
         self._warned_states_dropped = False
 
     def __setattr__(self, name, value):
@@ -300,6 +302,7 @@ class LMU(keras.layers.Layer):
         batch, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._template._check_input_d(input_d)
         self._input_d = input_d
+        self._built_steps = steps
         config = dict(self.cell_config)
         if not config["memory_to_memory"]:  # no effect; warned of when the LMU was made
             config["recurrent_dropout"] = 0
@@ -372,6 +375,7 @@ class LMU(keras.layers.Layer):
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
         validation.sequence_and_mask(self.name, inputs, mask)
+        validation.length_fixed_when_traced(self.name, self._built_steps, inputs)
         if self.go_backwards:
             inputs = ops.flip(inputs, axis=1)
             mask = None if mask is None else ops.flip(mask, axis=1)
@@ -388,7 +392,7 @@ class LMU(keras.layers.Layer):
         if isinstance(self.layer, LMUFeedforward):
             # "auto" picks for the length of these inputs (the layer may have been built
             # for another: a direct convolution over a long sequence would be slow).
-            self.layer.conv_mode = self._resolved_conv_mode(inputs.shape[1])
+            self.layer.conv_mode = self._resolved_conv_mode(lmu_ops.static_size(inputs, 1))
             output, states = self.layer.run(
                 inputs,
                 training=training,
@@ -679,7 +683,7 @@ class _LMURNN(keras.layers.RNN):
         sequences of known length, else 1 (also with ``unroll``, and ``go_backwards``,
         which ``LMU`` does not pass on: it reverses the sequence itself)."""
         group = LOOP_STEPS_PER_ITERATION.get(keras.backend.backend(), 1)
-        steps = sequences.shape[1]
+        steps = lmu_ops.static_size(sequences, 1)
         unrolled_or_reversed = self.unroll or self.go_backwards
         if unrolled_or_reversed or steps is None or steps < max(group, GROUPED_LOOP_MIN_STEPS):
             return 1

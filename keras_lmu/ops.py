@@ -1032,10 +1032,23 @@ def static_size(tensor, axis: int) -> int | None:
 
     Loops and lengths here need plain integers, but while PyTorch traces a model
     (``torch.onnx.export``, which ``model.export(format="onnx")`` uses) a tensor's
-    sizes are 0-d tensors; they are read once here, as the constants they are.
+    sizes are 0-d tensors; they are read once here, as the constants they are. While
+    JAX exports a model for any size of an axis (``model.export`` with a ``None``
+    dimension), that axis's size is symbolic: unknown, as ``None``.
     """
     size = tensor.shape[axis]
-    return None if size is None else int(size)
+    if size is None or _is_symbolic_size(size):
+        return None
+    return int(size)
+
+
+def _is_symbolic_size(size) -> bool:
+    """Whether ``size`` is a symbolic dimension of ``jax.export`` (a size left unknown)."""
+    if isinstance(size, int) or keras.backend.backend() != "jax":
+        return False
+    from jax import export
+
+    return export.is_symbolic_dim(size)
 
 
 def _fit_length(response, steps: int):

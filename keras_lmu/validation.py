@@ -132,6 +132,27 @@ def sequence_shape(layer_name: str, input_shape) -> tuple:
     return input_shape
 
 
+def length_fixed_when_traced(layer_name: str, built_steps: int | None, inputs) -> None:
+    """Refuse a trace by PyTorch's exporter (``model.export(format="onnx")``) of a layer
+    built for sequences of any length at the length 1 that Keras traces such a length
+    with: the exported graph would compute one step whatever the input's length."""
+    import keras
+
+    if keras.backend.backend() != "torch" or built_steps is not None:
+        return
+    import torch
+
+    if torch.jit.is_tracing() and int(inputs.shape[1]) == 1:
+        raise ValueError(
+            f"{layer_name} was built for sequences of any length, which PyTorch's ONNX "
+            "exporter records at the one step it traces: the exported model would compute "
+            "one step for inputs of any length. Export a fixed length: "
+            "model.export(path, format='onnx', input_signature=[keras.InputSpec("
+            "shape=(None, steps, features))]) (or build the model for sequences of one "
+            "step, if that is what it serves)"
+        )
+
+
 def sequence_and_mask(layer_name: str, inputs, mask) -> None:
     """Check, at call time, that ``inputs`` has steps and ``mask`` is (batch, steps)."""
     shape = tuple(inputs.shape)

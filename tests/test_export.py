@@ -271,3 +271,50 @@ def test_docs_example_exports_and_serves(tmp_path, monkeypatch):
         servings.append(namespace["served"])
     for served_outputs in servings:
         np.testing.assert_allclose(served_outputs, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason=UNSUPPORTED[("torch", "tf_saved_model")])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"return_sequences": False},
+        {"return_sequences": True, "hidden_to_memory": True},
+    ],
+    ids=["every_step", "last_step", "recurrent"],
+)
+def test_saved_model_for_sequences_of_any_length(options, tmp_path):
+    """A model built for any length (``keras.Input((None, features))``) exports and
+    serves every length. On JAX the export failed: the length is a symbolic size there
+    ('Symbolic dimension ... used in a context that requires a constant')."""
+    _export_required_modules("tf_saved_model")
+    import tensorflow as tf
+
+    inputs = keras.Input((None, FEATURES))
+    lmu = keras_lmu.LMU(1, 4, 6.0, keras.layers.Dense(3), **options)
+    model = keras.Model(inputs, lmu(inputs))
+    rng = np.random.default_rng(0)
+    sequences = [
+        rng.uniform(-1, 1, (BATCH, steps, FEATURES)).astype("float32") for steps in (7, 11)
+    ]
+    expected = [keras.ops.convert_to_numpy(model(x)) for x in sequences]
+    model.export(str(tmp_path / "model"), format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "model"))
+    for x, outputs in zip(sequences, expected, strict=True):
+        served = reloaded.serve(tf.constant(x)).numpy()
+        np.testing.assert_allclose(served, outputs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's exporter traces the model")
+@pytest.mark.parametrize("layer", ["LMU", "LMU step by step", "LMUFeedforward"])
+def test_onnx_export_of_any_length_is_refused_on_torch(layer, tmp_path):
+    """PyTorch's exporter traces a length left unknown at 1 step and records it: the
+    ONNX model computed one step for any input (1.97 off at 5 steps), silently."""
+    _export_required_modules("onnx")
+    options = {"hidden_to_memory": True} if layer == "LMU step by step" else {}
+    cls = keras_lmu.LMUFeedforward if layer == "LMUFeedforward" else keras_lmu.LMU
+    inputs = keras.Input((None, FEATURES))
+    model = keras.Model(inputs, cls(1, 4, 6.0, keras.layers.Dense(3), **options)(inputs))
+    model(np.zeros((BATCH, 5, FEATURES), "float32"))  # (Keras exports called models only)
+    with pytest.raises(ValueError, match="built for sequences of any length, which PyTorch"):
+        model.export(str(tmp_path / "model.onnx"), format="onnx", verbose=False)
