@@ -77,12 +77,13 @@ def load_psmnist(
     row and permuted by :func:`psmnist_permutation`, giving a sequence of 784
     steps with one feature each.
 
-    The data come from the first of these that is available:
+    The data come from:
 
-    1. ``path``, the ``.npz`` file itself;
-    2. ``mnist.npz`` in the folder named by the environment variable
-       ``KERAS_LMU_DATA``;
-    3. ``keras.datasets.mnist.load_data()`` (downloads on first use).
+    1. ``path``, the ``.npz`` file itself, when given;
+    2. else ``mnist.npz`` in the folder named by the environment variable
+       ``KERAS_LMU_DATA``, when it is set (a folder without that file is an error,
+       not a download: the variable says where the data are meant to be);
+    3. else ``keras.datasets.mnist.load_data()`` (downloads on first use).
 
     Parameters
     ----------
