@@ -96,19 +96,14 @@ def hidden_layer(value):
             "hidden_cell must be a Keras layer (e.g. keras.layers.SimpleRNNCell or "
             f"keras.layers.Dense) or None, got {value!r}"
         )
-    if isinstance(value, keras.layers.Bidirectional):  # two RNN layers
-        cell = type(value.forward_layer.cell).__name__
+    # LSTM, GRU, SimpleRNN, RNN(cell), and Bidirectional, which runs two of them.
+    rnn = value.forward_layer if isinstance(value, keras.layers.Bidirectional) else value
+    if isinstance(rnn, keras.layers.RNN):
+        loops = "its own loop" if rnn is value else "two loops"
         raise TypeError(
-            f"hidden_cell must be an RNN cell (e.g. keras.layers.{cell}(...)), not the layer "
-            "'Bidirectional', which "
-            "runs two loops over a sequence: the LMU gives its hidden cell one step at a time"
-        )
-    if isinstance(value, keras.layers.RNN):  # LSTM, GRU, SimpleRNN, RNN(cell)
-        cell = type(value.cell).__name__
-        raise TypeError(
-            f"hidden_cell must be an RNN cell (e.g. keras.layers.{cell}(...)), not the layer "
-            f"{type(value).__name__!r}, which runs its own loop over a sequence: the LMU "
-            "gives its hidden cell one step at a time"
+            f"hidden_cell must be an RNN cell (e.g. keras.layers.{type(rnn.cell).__name__}(...)), "
+            f"not the layer {type(value).__name__!r}, which runs {loops} over a sequence: "
+            "the LMU gives its hidden cell one step at a time"
         )
     return value
 
