@@ -453,9 +453,14 @@ def _add_mackey_glass_command(subcommands) -> None:
     )
     command.add_argument(
         "--steps",
-        type=_integer_at_least(mg.AHEAD + 1),
+        type=_number_type(
+            int,
+            lambda value: mg.AHEAD < value <= mg.MAX_STEPS,
+            f"an integer in [{mg.AHEAD + 1}, {mg.MAX_STEPS:,}]",
+        ),
         default=mg.STEPS,
-        help=f"samples per series, more than {mg.AHEAD} (default: %(default)s)",
+        help=f"samples per series, more than {mg.AHEAD}, at most {mg.MAX_STEPS:,} "
+        "(default: %(default)s)",
     )
     command.add_argument(
         "--batch-size",

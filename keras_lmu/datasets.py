@@ -227,6 +227,12 @@ RK4_DECAY_STABILITY_LIMIT = 2.785293563405282
 ``dx/dt = -gamma * x`` from growing: the positive root of ``z**3 - 4 z**2 + 12 z - 24``,
 where the method's growth factor ``1 - z + z**2/2 - z**3/6 + z**4/24`` equals 1."""
 
+MAX_INTEGRATION_POINTS = 100_000_000
+"""Most grid points one Mackey-Glass series may integrate: the initial history, the
+washout and the samples, ``ceil(tau * substeps / dt) + 1 + (washout + steps) * substeps``.
+The integrator keeps every point in a Python list (about 32 bytes each) and takes a few
+microseconds per point, so this many is minutes and gigabytes."""
+
 
 def mackey_glass(
     steps: int,
@@ -273,6 +279,9 @@ def mackey_glass(
         ``RK4_DECAY_STABILITY_LIMIT`` (about 2.79), where the integration would grow
         without bound.
 
+    The series' grid, ``ceil(tau * substeps / dt) + 1 + (washout + steps) *
+    substeps`` points, may hold at most :data:`MAX_INTEGRATION_POINTS`.
+
     Returns
     -------
     numpy.ndarray
@@ -305,13 +314,27 @@ def mackey_glass(
             f"{math.floor(gamma * dt / RK4_DECAY_STABILITY_LIMIT) + 1} (a few times more for "
             "accuracy)"
         )
+    history_points = math.ceil(delay) + 1
+    integration_steps = (washout + steps) * substeps
+    if history_points + integration_steps > MAX_INTEGRATION_POINTS:
+        raise ValueError(
+            f"this series needs {history_points + integration_steps:,} integration points "
+            f"({history_points:,} for the initial history, tau * substeps / dt, and "
+            f"{integration_steps:,} for (washout + steps) * substeps), more than "
+            f"MAX_INTEGRATION_POINTS = {MAX_INTEGRATION_POINTS:,}; use fewer steps, a smaller "
+            "washout, fewer substeps or a larger dt (or a smaller tau)"
+        )
     history = _initial_history(tau, delay, seed)
-    trajectory = _integrate_mackey_glass(
-        history, (washout + steps) * substeps, delay, step, beta, gamma, n
-    )
+    trajectory = _integrate_mackey_glass(history, integration_steps, delay, step, beta, gamma, n)
     start = len(history) - 1  # index of t = 0
-    samples = trajectory[start + washout * substeps :: substeps]
-    return np.asarray(samples[:steps], dtype=np.float64)
+    samples = np.asarray(trajectory[start + washout * substeps :: substeps][:steps])
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(
+            f"the series left the range of float64 numbers (beta={beta:g}, gamma={gamma:g}, "
+            f"n={n:g}, dt / substeps = {step:g}): it grows to about beta / gamma; use "
+            "smaller beta or larger gamma"
+        )
+    return samples.astype(np.float64)
 
 
 def _initial_history(tau: float, delay: float, seed: int) -> list[float]:
@@ -355,7 +378,11 @@ def _integrate_mackey_glass(
         return (1.0 - weight) * x[index] + weight * x[index + 1]
 
     def rate(current: float, lagged: float) -> float:
-        return beta * lagged / (1.0 + lagged**n) - gamma * current
+        try:
+            feedback = beta * lagged / (1.0 + lagged**n)
+        except OverflowError:  # lagged**n is beyond float64 (lagged > 1, n > 1): divide it out
+            feedback = beta * lagged ** (1.0 - n) / (lagged**-n + 1.0)
+        return feedback - gamma * current
 
     for k in range(len(x) - 1, len(x) - 1 + num_steps):
         lag_start = delayed(k - whole - fraction)

@@ -88,6 +88,10 @@ SERIES = PAPER_SERIES
 STEPS = 1000
 EPOCHS = 300
 BATCH_SIZE = 8
+#: Most samples per series that ``keras-lmu mackey-glass --steps`` accepts (each series then
+#: integrates about 10 million points, well inside
+#: :data:`keras_lmu.datasets.MAX_INTEGRATION_POINTS`).
+MAX_STEPS = 1_000_000
 #: Initial learning rate of Adam, decayed to 0 along a cosine over the training.
 LEARNING_RATE = 3e-3
 #: Each weight's gradient is clipped to this norm (Adam's ``clipnorm``, not a global norm).

@@ -388,11 +388,49 @@ def test_mackey_glass_other_parameters():
         ({"steps": 10, "substeps": 0}, "substeps"),
         ({"steps": 10, "gamma": 50.0, "substeps": 1}, "too coarse for gamma=50: .* substeps >= 18"),
         ({"steps": 10, "gamma": 0.5, "dt": 6.0, "substeps": 1}, "dt / substeps = 6 is too coarse"),
+        # More grid points than the integrator may keep (these ran out of memory, or ran
+        # for days, before they were refused).
+        ({"steps": 10, "tau": 1e9}, "10,000,000,001 for the initial history"),
+        ({"steps": 10, "dt": 1e-9}, "MAX_INTEGRATION_POINTS = 100,000,000"),
+        ({"steps": 10**12}, "10,000,000,010,000 for \\(washout \\+ steps\\) \\* substeps"),
+        ({"steps": 10, "washout": 10**8}, "more than MAX_INTEGRATION_POINTS"),
+        # Past float64: the series grows to about beta / gamma.
+        ({"steps": 10, "beta": 1e308, "gamma": 1e-5}, "left the range of float64 numbers"),
     ],
 )
 def test_mackey_glass_rejects_bad_arguments(kwargs, name):
     with pytest.raises((TypeError, ValueError), match=name):
         mackey_glass(**kwargs)
+
+
+def test_mackey_glass_grid_limit_is_inclusive():
+    """A series of exactly MAX_INTEGRATION_POINTS points is allowed, one more is not
+    (checked through the count alone: the integrator is patched out)."""
+    history_points = 17 * 10 + 1  # tau=17, dt=1, substeps=10
+    steps = (datasets.MAX_INTEGRATION_POINTS - history_points) // 10
+    with pytest.raises(ValueError, match="MAX_INTEGRATION_POINTS"):
+        mackey_glass(steps + 1, washout=0)
+    calls = []
+    original = datasets._integrate_mackey_glass
+    try:
+        datasets._integrate_mackey_glass = lambda history, num_steps, *rest: (
+            calls.append(len(history) + num_steps) or [1.0] * (len(history) + num_steps)
+        )
+        assert mackey_glass(steps, washout=0).shape == (steps,)
+    finally:
+        datasets._integrate_mackey_glass = original
+    assert calls == [history_points + 10 * steps] and calls[0] <= datasets.MAX_INTEGRATION_POINTS
+
+
+def test_mackey_glass_with_a_large_exponent():
+    """x**n beyond float64 (x > 1, n = 1e6) used to raise OverflowError; the feedback
+    beta * x / (1 + x**n) is then beta * x**(1 - n) / (x**-n + 1), which is 0 here, and
+    the series matches n = 1000 (where x**n overflows too, only for x > 2.03)."""
+    huge = mackey_glass(500, n=1e6)
+    assert np.all(np.isfinite(huge)) and 0.1 < huge.min() and huge.max() < 2.0
+    # Both exponents make the feedback 0 above x = 1 (to float64 precision where x**n is
+    # finite) and beta * x below it, except within ~1e-3 of 1.
+    np.testing.assert_allclose(huge, mackey_glass(500, n=1e5), atol=1e-3)
 
 
 def test_mackey_glass_step_limit_separates_bounded_from_growing_integration():

@@ -233,7 +233,8 @@ def test_parser_defaults():
     "argv, message",
     [
         (["--series", "2"], "--series: expected an integer >= 3"),
-        (["--steps", "15"], "--steps: expected an integer >= 16"),
+        (["--steps", "15"], "--steps: expected an integer in [16, 1,000,000]"),
+        (["--steps", "1000001"], "--steps: expected an integer in [16, 1,000,000]"),
         (["--epochs", "0"], "--epochs: expected a positive integer"),
         (["--seed", "-1"], "--seed: expected an integer in [0, 2**32 - 1]"),
         (["--learning-rate", "0"], "--learning-rate: expected a positive number"),
