@@ -224,9 +224,14 @@ def _add_psmnist_commands(subcommands) -> None:
     )
     train.add_argument(
         "--order",
-        type=_positive_int,
+        type=_number_type(
+            int,
+            lambda value: 0 < value <= psmnist.STEPS,
+            f"a positive integer up to {psmnist.STEPS}",
+        ),
         default=None,
-        help=f"parallel model: order of the memory (default: {psmnist.PARALLEL_ORDER})",
+        help=f"parallel model: order of the memory, at most {psmnist.STEPS}, the steps of "
+        f"its window (default: {psmnist.PARALLEL_ORDER})",
     )
     train.add_argument(
         "--units",

@@ -50,7 +50,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keras_lmu.training import make_output_folder, write_json
+from keras_lmu.training import (
+    make_output_folder,
+    missing_folders,
+    remove_empty_folders,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -422,10 +427,13 @@ def train(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    made = missing_folders(out)
     if not make_output_folder(out, (MODEL_FILE, METRICS_FILE, CURVES_FILE)):
+        remove_empty_folders(made)
         return 1
     splits = load_splits(args.train_size)
-    if splits is None:
+    if splits is None:  # leave no empty output folder behind
+        remove_empty_folders(made)
         return 1
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
     if args.eval_size is not None:

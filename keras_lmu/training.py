@@ -52,6 +52,27 @@ def make_output_folder(out: Path, files: Sequence[str] = ()) -> bool:
     return True
 
 
+def missing_folders(out: Path) -> list[Path]:
+    """The folders of the path ``out``, itself and then its parents, that do not exist
+    yet: what :func:`make_output_folder` will create."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` in order (innermost first, as :func:`missing_folders` lists
+    them), stopping at the first that cannot be removed: one that holds files."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def write_json(path: Path, data) -> None:
     """Write ``data`` to ``path`` as indented JSON, with every number that is not
     finite (NaN or infinite, as in the history of a run that diverged) written as

@@ -63,6 +63,7 @@ def test_help_on_every_level(argv, usage, capsys):
         (["psmnist", "train", "--model", "gru"], "--model: invalid choice: 'gru'"),
         (["psmnist", "train", "--dropout", "1.5"], "--dropout: expected a number in [0, 1)"),
         (["psmnist", "train", "--epochs", "0"], "--epochs: expected a positive integer"),
+        (["psmnist", "train", "--order", "785"], "--order: expected a positive integer up to 784"),
         (["psmnist", "train", "--learning-rate", "-1"], "--learning-rate: expected a positive"),
         (["psmnist", "train", "--weight-decay", "-0.1"], "--weight-decay: expected a number"),
         (["psmnist", "train", "--clipnorm", "0"], "--clipnorm: expected a positive"),
@@ -174,6 +175,20 @@ def test_train_reports_an_output_folder_it_cannot_make(monkeypatch, tmp_path, ca
     assert f"error: cannot create the output folder {tmp_path / 'a_file'}" in (
         capsys.readouterr().err
     )
+
+
+def test_train_without_data_leaves_no_folder_it_made(monkeypatch, tmp_path):
+    """Without MNIST, the folders made for --out (and its missing parents) are removed
+    again; one that existed, or one that holds a file, stays."""
+    monkeypatch.setattr(psmnist, "load_splits", lambda train_size: None)
+    status, _ = _run(["psmnist", "train", "--out", str(tmp_path / "runs" / "first")])
+    assert status == 1
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("")
+    status, _ = _run(["psmnist", "train", "--out", str(tmp_path / "runs" / "second" / "a")])
+    assert status == 1
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["notes.txt"]
 
 
 def test_train_reports_an_output_folder_it_cannot_write_in(monkeypatch, unwritable_folder, capsys):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_lmu import training
 from keras_lmu.training import best_weights_callback, make_output_folder, write_json
 
 
@@ -62,3 +63,16 @@ def test_output_folder_that_cannot_be_written_in_is_refused(unwritable_folder, t
     assert err.startswith(f"error: cannot write files in the output folder {unwritable_folder}: ")
     assert make_output_folder(tmp_path / "new" / "folder", ("results.json",))
     assert list((tmp_path / "new" / "folder").iterdir()) == []  # the check leaves nothing
+
+
+def test_missing_folders_lists_what_make_output_folder_makes(tmp_path):
+    out = tmp_path / "a" / "b" / "c"
+    assert training.missing_folders(out) == [out, out.parent, out.parent.parent]
+    assert training.make_output_folder(out)
+    assert training.missing_folders(out) == []
+    (out / "result.json").write_text("{}")
+    training.remove_empty_folders([out, out.parent, out.parent.parent])
+    assert (out / "result.json").exists()  # a folder holding a file stops the removal
+    (out / "result.json").unlink()
+    training.remove_empty_folders([out, out.parent, out.parent.parent])
+    assert list(tmp_path.iterdir()) == []
