@@ -369,9 +369,12 @@ PARALLEL_ONLY_OPTIONS = {
 
 
 def parallel_options(args) -> dict:
-    """The parallel model's options: each as given, else its default."""
+    """The parallel model's options, each as given, else its default, named as
+    :func:`build_parallel_model`'s arguments (``--ema`` is ``ema_momentum``)."""
     options = {
-        name: getattr(args, name) if getattr(args, name) is not None else default
+        "ema_momentum" if name == "ema" else name: (
+            getattr(args, name) if getattr(args, name) is not None else default
+        )
         for name, default in PARALLEL_ONLY_OPTIONS.items()
     }
     options["units"] = list(options["units"])
@@ -462,28 +465,13 @@ def train(args) -> int:
     else:
         options = parallel_options(args)
         model = build_parallel_model(
-            order=options["order"],
-            units=options["units"],
-            activation=options["activation"],
-            dropout=options["dropout"],
+            **options,
             learning_rate=learning_rate,
             training_steps=training_steps,
             seed=args.seed,
-            weight_decay=options["weight_decay"],
-            memory_dropout=options["memory_dropout"],
-            ema_momentum=options["ema"],
             clipnorm=args.clipnorm,
         )
-        config = {
-            "order": options["order"],
-            "units": options["units"],
-            "activation": options["activation"],
-            "dropout": options["dropout"],
-            "memory_dropout": options["memory_dropout"],
-            "weight_decay": options["weight_decay"],
-            "ema_momentum": options["ema"],
-            "readout": "Dense layers after the LMU memory",
-        }
+        config = {**options, "readout": "Dense layers after the LMU memory"}
     parameters = int(model.count_params())
     print(
         f"psMNIST, {args.model} model ({parameters} parameters): {len(x_train)} training, "

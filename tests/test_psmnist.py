@@ -92,14 +92,14 @@ def test_train_defaults():
         "activation": psmnist.PARALLEL_ACTIVATION,
         "dropout": list(psmnist.PARALLEL_DROPOUT),
         "memory_dropout": psmnist.PARALLEL_MEMORY_DROPOUT,
-        "ema": psmnist.PARALLEL_EMA_MOMENTUM,
+        "ema_momentum": psmnist.PARALLEL_EMA_MOMENTUM,
         "weight_decay": psmnist.PARALLEL_WEIGHT_DECAY,
     }
     args = cli.build_parser().parse_args(
         ["psmnist", "train", "--order", "64", "--ema", "0", "--weight-decay", "0"]
     )
     options = psmnist.parallel_options(args)
-    assert (options["order"], options["ema"], options["weight_decay"]) == (64, 0.0, 0.0)
+    assert (options["order"], options["ema_momentum"], options["weight_decay"]) == (64, 0.0, 0.0)
 
 
 def test_default_parallel_model_is_within_the_parameter_budget():
