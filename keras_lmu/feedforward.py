@@ -60,6 +60,9 @@ class LMUFeedforward(LegendreMemory):
         As in :class:`LMUCell`. With trainable parameters the impulse response is
         recomputed in the graph by repeated squaring. ``recurrent_dropout`` needs
         the step-by-step form: use :class:`LMU` or ``RNN(LMUCell)``.
+    input_d : int, optional
+        As in :class:`LMUCell`, by keyword: the number of input features, checked
+        against the input when the layer is built.
     """
 
     def __init__(
@@ -236,6 +239,9 @@ class LMUFeedforward(LegendreMemory):
         initial_state
             Optional ``[memory, *hidden_states]`` to continue from; the memory's
             free response ``A_bar^(t+1) m_0`` is added to the parallel result.
+        zero_output_for_mask : bool
+            Under a mask, output zeros at masked steps instead of repeating the
+            previous output.
 
         Returns
         -------

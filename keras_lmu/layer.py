@@ -121,8 +121,9 @@ def scan_min_steps(size: int, backend: str) -> int:
 class LMU(keras.layers.Layer):
     """A Legendre Memory Unit layer that picks the fastest exact way to compute it.
 
-    Takes the arguments of :class:`LMUCell` plus ``return_sequences``, ``conv_mode``
-    and ``truncate_ir``. The memory is computed in parallel by
+    Takes the arguments of :class:`LMUCell`, ``return_sequences``, ``conv_mode`` and
+    ``truncate_ir``, and those of Keras's recurrent layers (``return_state``,
+    ``go_backwards``, ``stateful``, ``zero_output_for_mask``). The memory is computed in parallel by
     :class:`LMUFeedforward` whenever nothing nonlinear feeds back into it (no
     ``hidden_to_memory``; with ``memory_to_memory`` only while ``memory_d * order``
     is at most ``PARALLEL_MEMORY_TO_MEMORY_MAX_SIZE`` and without
@@ -152,6 +153,17 @@ class LMU(keras.layers.Layer):
         from its tail; None (the default) never truncates.
     trainable_A, trainable_B : bool
         As in :class:`LMUCell`.
+    return_state : bool
+        Also return the final states ``[memory, *hidden_states]`` after the output.
+    go_backwards : bool
+        Read the sequence from its last step to its first (as Keras's ``RNN``: with
+        ``return_sequences``, the outputs come in that reversed order).
+    stateful : bool
+        Start each batch from the final states of the previous one (a fixed batch
+        size; ``reset_states()`` sets them back to zeros).
+    zero_output_for_mask : bool
+        Under a mask, output zeros at masked steps instead of repeating the previous
+        output (the states are held either way).
     """
 
     def __init__(
