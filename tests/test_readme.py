@@ -84,8 +84,39 @@ def resolve(dotted: str):
     ("line", "code"), PYTHON_BLOCKS, ids=[f"README.md:{line}" for line, _ in PYTHON_BLOCKS]
 )
 def test_python_example_runs(line, code, tmp_path, monkeypatch):
+    """Each block runs, and what each ``print`` shows is what its comment says: the
+    comment at the end of the line, or on the next line, starts with the printed text
+    (followed by its end, a colon or a space)."""
     monkeypatch.chdir(tmp_path)  # anything an example writes stays out of the repository
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    printed = []
+
+    def record_print(*values, sep=" ", **kwargs):
+        printed.append((inspect.currentframe().f_back.f_lineno, sep.join(map(str, values))))
+
+    namespace = {"__name__": "__readme__", "print": record_print}
+    exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    expected = printed_comments(code)
+    assert sorted({number for number, _ in printed}) == sorted(expected)
+    for number, text in printed:
+        where = f"README.md:{line + number - 1}"
+        assert re.match(re.escape(text) + r"($|[:\s])", expected[number]), (where, text)
+
+
+def printed_comments(code: str) -> dict[int, str]:
+    """The comment saying what each ``print(...)`` line of ``code`` shows, by line
+    number (from 1): after ``  # `` on the line, or a ``# `` line right after it."""
+    lines = code.splitlines()
+    comments = {}
+    for number, text in enumerate(lines, start=1):
+        if not text.startswith("print("):
+            continue
+        if "  # " in text:
+            comments[number] = text.split("  # ", 1)[1]
+        else:
+            following = lines[number] if number < len(lines) else ""
+            assert following.startswith("# "), f"README: print at line {number} has no comment"
+            comments[number] = following[2:]
+    return comments
 
 
 def test_readme_has_examples():
