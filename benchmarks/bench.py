@@ -22,7 +22,9 @@ Cases (``--cases``; all by default; ``T`` steps, ``b`` batch):
 ``seq-ff-fft``, ``seq-ff-raw``
     input (512, 32), ``LMUFeedforward(memory_d=32, order=256, theta=784,
     hidden_cell=None, conv_mode="fft" / "raw", truncate_ir=None)``, last step only,
-    ``Dense(2)``; b 16.
+    ``Dense(2)``; b 16. Reading only the last step, this library computes the last
+    memory alone (one contraction over time) whatever ``conv_mode``, as for
+    ``psmnist-ff``, ``trainable-theta`` and ``seq-lmu``; the report says so.
 ``seq-rnn``
     the same model as ``keras.layers.RNN(LMUCell(32, 256, 784, None))``.
 ``seq-lmu``
@@ -72,8 +74,9 @@ one whose first step took longer than ``--skip-limit`` (120 s: Keras's LSTM on P
 is not timed further, and the report gives that first step.
 ``--quick`` times one step of each kind per process.
 
-Throughput. For each case the report gives the nominal GFLOP/s of its dominant
-operation, the step-by-step recurrence: forward FLOPs = 2 x multiply-adds of every
+Throughput. For each case the report gives a recurrence-equivalent GFLOP/s: the
+FLOPs of the step-by-step recurrence over the time taken, whatever form computed the
+case. Forward FLOPs = 2 x multiply-adds of every
 step's matrix products (the memory's ``A m`` and encoder, the hidden layer or cell,
 the LSTM's gates) times steps times batch, training counted as 3x forward. The parallel
 forms do less work than the recurrence, so their "recurrence-equivalent" rate can
@@ -238,7 +241,8 @@ def parse_args(argv=None):
         metavar="JSON",
         nargs="+",
         help="only write the report, from earlier JSON files (several: merged in order, "
-        "e.g. a full run and a re-run of some cases)",
+        "e.g. a full run and a re-run of some cases); needs --report and --plot, so that "
+        "no other machine's report is overwritten",
     )
     parser.add_argument(
         "--notes",
@@ -249,6 +253,8 @@ def parse_args(argv=None):
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--matmul-peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report_from and not (args.report and args.plot):
+        parser.error("--report-from needs --report and --plot: the files to write")
     if args.quick:
         args.repeats = args.min_repeats = args.slow_repeats = 1
     return args
@@ -915,14 +921,22 @@ def merge(paths: list[str]) -> dict:
     for path in paths:
         with open(path) as file:
             data = json.load(file)
+        meta = data["meta"]
+        run = {key: meta.get(key) for key in ("date", "git_commit", "processor")}
+        run["path"] = path
         if merged is None:
             merged = data
-            merged["meta"]["commands"] = [data["meta"]["command"]]
+            merged["meta"]["commands"] = [meta["command"]]
+            merged["meta"]["runs"] = [run]
             continue
-        merged["meta"]["commands"].append(data["meta"]["command"])
-        merged["meta"]["total_seconds"] = merged["meta"].get("total_seconds", 0) + data["meta"].get(
-            "total_seconds", 0
-        )
+        merged["meta"]["commands"].append(meta["command"])
+        merged["meta"]["runs"].append(run)
+        for key in ("total_seconds", "children_cpu_seconds"):
+            # a run stopped before its end has neither: then the merged run has none
+            if merged["meta"].get(key) is not None and meta.get(key) is not None:
+                merged["meta"][key] += meta[key]
+            else:
+                merged["meta"][key] = None
         if data["meta"].get("load_average_at_end"):
             merged["meta"]["load_average_at_end"] = data["meta"]["load_average_at_end"]
         known = {r["name"] for r in merged["meta"]["runners"]}
@@ -1021,6 +1035,29 @@ def speedup(peer: dict | None, result: dict, kind: str) -> str:
     if not theirs:
         return "keras-lmu failed" if peer.get("error") else "-"
     return f"{theirs['median_s'] / mine['median_s']:.3g}"
+
+
+def ratio_text(ratio: float, target: float) -> str:
+    """``ratio`` to 3 significant digits, or more where 3 would round it to the other
+    side of ``target`` (0.9996 against 1 is "0.9996", not "1")."""
+    for digits in range(3, 17):
+        text = f"{ratio:.{digits}g}"
+        if (float(text) >= target) == (ratio >= target):
+            return text
+    return repr(ratio)
+
+
+def reads_last_step_only(spec: dict) -> bool:
+    """Whether this library computes only the last memory for ``spec``, one
+    contraction over time, whatever its ``conv_mode``: a parallel layer that returns
+    the last step only, with no hidden cell with state (``keras_lmu.ops.last_step_memory``)."""
+    return (
+        spec.get("layer") in ("LMU", "LMUFeedforward")
+        and not spec.get("return_sequences")
+        and spec.get("hidden") in (None, "Dense")
+        and not spec.get("hidden_to_memory")
+        and not spec.get("memory_to_memory")
+    )
 
 
 #: The speed targets: (case, least training-step speed-up over keras-lmu on the best
@@ -1123,12 +1160,21 @@ def target_lines(results: list[dict], notes: list[str] | None = None) -> list[st
         }
         known = [r for r in ratios.values() if r is not None]
         best = max(known) if known else None
-        cells = [f"{ratios[b]:.3g}x" if ratios.get(b) else "-" for b in own_backends]
-        if theirs is None and peer(case) is not None:
-            result = "keras-lmu failed"
+        cells = [
+            f"{ratio_text(ratios[b], target)}x" if ratios.get(b) else "-" for b in own_backends
+        ]
+        their_result = peer(case)
+        if theirs is None and their_result is not None:
+            result = (
+                f"keras-lmu not timed (first step {their_result['compile_train_s']:.0f} s)"
+                if their_result.get("skipped")
+                else "keras-lmu failed"
+            )
+        elif theirs is not None and best is None and own(case):
+            result = "**not met** (no timed step here)"
         else:
             result = verdict(best, target)
-        best_text = f"{best:.3g}x" if best else "-"
+        best_text = f"{ratio_text(best, target)}x" if best else "-"
         lines.append(
             f"| `{case}` >= {target:g}x keras-lmu | "
             + " | ".join(cells)
@@ -1154,12 +1200,17 @@ def target_lines(results: list[dict], notes: list[str] | None = None) -> list[st
         return f"| {label} | " + " | ".join(cells) + f" | {best_text} | {result(best)} |"
 
     for case in MEMORY_TARGET_CASES:
+        label = f"`{case}` peak RSS increase <= 0.5 of keras-lmu's"
+        their_result = peer(case)
+        if case in by_case and their_result is not None and "peak_rss_kib" not in their_result:
+            lines.append(memory_row(label, {}, lambda best: "keras-lmu failed"))
+            continue
         fractions = memory_fractions(case, case)
         if fractions is None:
             continue
         lines.append(
             memory_row(
-                f"`{case}` peak RSS increase <= 0.5 of keras-lmu's",
+                label,
                 fractions,
                 lambda best: "-" if best is None else ("met" if best <= 0.5 else "**not met**"),
             )
@@ -1178,12 +1229,17 @@ def target_lines(results: list[dict], notes: list[str] | None = None) -> list[st
         fastest_lstm = min(lstm_medians)
         ratios = {b: fastest_lstm / median(r) for b, r in own("psmnist-ff").items() if median(r)}
         best = max(ratios.values()) if ratios else None
-        cells = [f"{ratios[b]:.3g}x" if b in ratios else "-" for b in own_backends]
+        cells = [
+            f"{ratio_text(ratios[b], LSTM_TARGET)}x" if b in ratios else "-" for b in own_backends
+        ]
+        best_text = "-" if best is None else f"{ratio_text(best, LSTM_TARGET)}x"
         lines.append(
             f"| `psmnist-ff` >= {LSTM_TARGET:g}x the fastest `lstm` | "
             + " | ".join(cells)
-            + f" | {best or 0:.3g}x | {verdict(best, LSTM_TARGET)} |"
+            + f" | {best_text} | {verdict(best, LSTM_TARGET)} |"
         )
+    if len(lines) == 4:  # no target could be judged (no keras-lmu, no LSTM)
+        lines = []
     lines.append("")
     if has_peer:
         lines += [
@@ -1217,10 +1273,14 @@ def write_report(
         title = "# Benchmarks: keras-lmu3 on each backend, and LSTM"
     lines = [title, ""]
     if args.get("quick") or args.get("tiny"):
+        what = []
+        if args.get("tiny"):
+            what.append("`--tiny`: small models, not the cases' sizes")
+        if args.get("quick"):
+            what.append("`--quick`: one timed step per process")
         lines += [
-            "> **Quick run** (`--quick`/`--tiny`): one timed step per process; the numbers "
-            "are noisy and only show that every case runs. Run the full benchmark "
-            "(below) for numbers to cite.",
+            f"> **Quick run** ({'; '.join(what)}): the numbers are noisy and only show "
+            "that every case runs. Run the full benchmark (below) for numbers to cite.",
             "",
         ]
     lines += [
@@ -1241,6 +1301,7 @@ def write_report(
             if meta.get("children_cpu_seconds")
             else "."
         ),
+        *merged_run_lines(meta),
         f"- Machine: {meta['processor']}, {meta['cpu_count']} logical CPUs, "
         f"{meta.get('memory_gib')} GiB memory, {meta['machine']}; load average "
         f"{meta['load_average_at_start'][0]:.2f} at the start, "
@@ -1270,8 +1331,8 @@ def write_report(
         "library's: above 1, this library is faster. Peak RSS is the process's peak "
         "(`ru_maxrss`); `+` is its increase over the RSS after imports and model build. "
         "GFLOP/s is recurrence-equivalent (see the docstring: the step-by-step "
-        "recurrence's FLOPs, training counted as 3x forward), so parallel forms can "
-        "exceed the matmul peak.",
+        "recurrence's FLOPs over the time taken, whatever form computed the case, "
+        "training counted as 3x forward), so parallel forms can exceed the matmul peak.",
         "",
     ]
     notes = None
@@ -1309,13 +1370,21 @@ def write_report(
     for (case, size), group in groups.items():
         spec = group[0]["spec"]
         flops = group[0]["forward_flops"]
+        last_step = (
+            " Only the last step is read: this library computes the last memory alone, "
+            "one contraction over time, whatever `conv_mode`."
+            if reads_last_step_only(spec)
+            else ""
+        )
         lines += [
             f"### `{case}`: {size}",
             "",
-            f"`{layer_description(spec)}`; recurrence FLOPs per forward pass {flops / 1e9:.2f} G.",
+            f"`{layer_description(spec)}`; recurrence FLOPs per forward pass "
+            f"{flops / 1e9:.2f} G.{last_step}",
             "",
             "| library / backend | train (ms) | x vs keras-lmu | predict (ms) | x vs keras-lmu "
-            "| first train / predict (s) | peak RSS (MiB) | GFLOP/s train / predict |",
+            "| first train / predict (s) | peak RSS (MiB) "
+            "| recurrence-equivalent GFLOP/s train / predict |",
             "|---|---|---|---|---|---|---|---|",
         ]
         peer = next((r for r in group if r["library"] == PEER), None)
@@ -1324,6 +1393,9 @@ def write_report(
             name = result["runner"]
             if result.get("parallel_form") is not None:
                 name += " (parallel)" if result["parallel_form"] else " (step by step)"
+            their_mode = spec_for(result, spec).get("conv_mode")
+            if their_mode != spec.get("conv_mode"):
+                name += f' (conv_mode="{their_mode}")'
             if result.get("error") and not result.get("train"):
                 message = result.get("error_message") or ""
                 lines.append(
@@ -1389,6 +1461,22 @@ def write_report(
     with open(path, "w") as file:
         file.write("\n".join(lines))
     print(f"wrote {path}" + (f" and {plot_path}" if plot_written else ""), flush=True)
+
+
+def merged_run_lines(meta: dict) -> list[str]:
+    """The report's line naming each run of a merged report: its file, date, commit and
+    processor (the machine, versions and date above are the first run's)."""
+    runs = meta.get("runs") or []
+    if len(runs) < 2:
+        return []
+    return [
+        "- Runs merged (the date, machine and versions here are the first's): "
+        + "; ".join(
+            f"`{rel(run['path'])}` ({run['date']}, commit {run['git_commit']}, {run['processor']})"
+            for run in runs
+        )
+        + "."
+    ]
 
 
 def accelerator_lines(results: list[dict]) -> list[str]:

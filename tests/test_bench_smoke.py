@@ -1,5 +1,6 @@
 """Smoke test of ``benchmarks/bench.py``: this library only, on the current backend,
-at ``--tiny`` sizes. It checks that the harness runs and writes its files, not timings.
+at ``--tiny`` sizes. It checks that the harness runs and writes its files, not timings;
+and, from the JSON of a full run, that the report's numbers and verdicts are the JSON's.
 Each case and length is a process of its own, so every kind of model the harness
 builds runs on one backend (TensorFlow), and two on the others."""
 
@@ -213,3 +214,128 @@ def test_scan_weight_gradients_script_runs_and_its_gradients_agree():
     assert all(float(value) < 1e-4 for value in differences.values()), done.stdout
     timed = re.findall(r"^(.+): median \d+ ms", done.stdout, re.M)
     assert timed == ["default", "grouped (8 per iteration)", "weights-after-loop", "forward"]
+
+
+#: A full run of the harness (every case, keras-lmu included) that the report tests
+#: below rewrite into the cases they need.
+FULL_RUN = ROOT / "benchmarks" / "results" / "bench-20261207T0935Z-amd-epyc.json"
+
+
+def _full_run() -> dict:
+    return json.loads(FULL_RUN.read_text())
+
+
+def _result(data: dict, case: str, runner: str) -> dict:
+    (result,) = [r for r in data["results"] if r["case"] == case and r["runner"] == runner]
+    return result
+
+
+def _case_rows(text: str, case: str) -> dict:
+    """The rows of a case's own table in a report, by runner name."""
+    section = text.split(f"### `{case}`:")[1].split("###")[0]
+    return {
+        line.split(" | ")[0][2:]: line.split(" | ")
+        for line in section.splitlines()
+        if line.startswith("| keras-lmu")
+    }
+
+
+def test_report_numbers_are_those_of_the_json(tmp_path):
+    """Medians, min-max, ratios (keras-lmu's over this library's), recurrence-equivalent
+    GFLOP/s (3x forward for training) and peak RSS with its increase, recomputed here
+    from the raw timings of a full run."""
+    bench = _bench_module()
+    data = _full_run()
+    report = tmp_path / "report.md"
+    bench.write_report(data, str(report), str(tmp_path / "long.png"), [str(FULL_RUN)])
+    text = report.read_text()
+    rows = _case_rows(text, "seq-ff-scan-full")
+    own = _result(data, "seq-ff-scan-full", "keras-lmu3 jax")
+    peer = _result(data, "seq-ff-scan-full", "keras-lmu 0.9.0 tensorflow")
+    train, their_train = sorted(own["train_s"]), sorted(peer["train_s"])
+    assert len(train) == 3  # the median is the middle one
+    row = rows["keras-lmu3 jax"]
+    assert row[1] == f"{1000 * train[1]:.0f} [{1000 * train[0]:.0f}-{1000 * train[2]:.0f}] n=3"
+    assert row[2] == f"{their_train[1] / train[1]:.3g}" and float(row[2]) > 1
+    increase = (own["peak_rss_kib"] - own["rss_after_build_kib"]) / 1024
+    assert row[6] == f"{own['peak_rss_kib'] / 1024:.0f} (+{increase:.0f})"
+    gflops = 3 * own["forward_flops"] / train[1] / 1e9
+    assert row[7].split(" / ")[0] == f"{gflops:.3g}"
+    # keras-lmu has no chunked scan: it ran its FFT, and its row says so.
+    assert 'keras-lmu 0.9.0 tensorflow (conv_mode="fft")' in rows
+    # Only the last step read: whatever conv_mode, one contraction over time.
+    heading = text.split("### `seq-ff-fft`:")[1].split("|")[0]
+    assert "Only the last step is read" in heading
+    assert "Only the last step is read" not in text.split("### `seq-ff-full`:")[1].split("|")[0]
+
+
+def test_target_verdicts_at_the_edges(tmp_path):
+    """A ratio exactly at its target is met; one just under it is printed with the
+    digits that show it (not rounded up to the target) and is not met; a keras-lmu that
+    was too slow to time, or crashed, and a case this library failed, are said so."""
+    bench = _bench_module()
+    data = _full_run()
+    peer_name = "keras-lmu 0.9.0 tensorflow"
+    their = _result(data, "psmnist-rnn", peer_name)["train"]["median_s"]
+    _result(data, "psmnist-rnn", "keras-lmu3 jax")["train"]["median_s"] = their
+    for backend in ("tensorflow", "torch"):
+        _result(data, "psmnist-rnn", f"keras-lmu3 {backend}")["train"]["median_s"] = their * 2
+    their = _result(data, "seq-rnn", peer_name)["train"]["median_s"]
+    for backend in ("jax", "tensorflow", "torch"):
+        _result(data, "seq-rnn", f"keras-lmu3 {backend}")["train"]["median_s"] = their / 0.9996
+    skipped = _result(data, "trainable-theta", peer_name)
+    skipped.update(train=None, skipped=True, compile_train_s=130.4)
+    crashed = _result(data, "seq-ff-fft", peer_name)
+    crashed.update(train=None, error="exit status -6")
+    del crashed["peak_rss_kib"]
+    for backend in ("jax", "tensorflow", "torch"):
+        _result(data, "seq-ff-raw", f"keras-lmu3 {backend}").update(train=None, error="crashed")
+    rows = {
+        line.split(" |")[0]: line for line in bench.target_lines(data["results"]) if "`" in line
+    }
+    assert rows["| `psmnist-rnn` >= 1x keras-lmu"].endswith("| 1x | met |")
+    assert rows["| `seq-rnn` >= 1x keras-lmu"].endswith("| 0.9996x | **not met** |")
+    assert rows["| `trainable-theta` >= 100x keras-lmu"].endswith(
+        "| keras-lmu not timed (first step 130 s) |"
+    )
+    assert rows["| `seq-ff-fft` >= 5x keras-lmu"].endswith("| keras-lmu failed |")
+    assert rows["| `seq-ff-fft` peak RSS increase <= 0.5 of keras-lmu's"].endswith(
+        "| keras-lmu failed |"
+    )
+    assert rows["| `seq-ff-raw` >= 5x keras-lmu"].endswith("| **not met** (no timed step here) |")
+
+
+def test_merged_report_adds_up_the_runs(tmp_path):
+    """Merging a run with a re-run of one case: wall and CPU time are both summed, each
+    run is named with its commit, and a run stopped before its end marks the whole as
+    partial."""
+    bench = _bench_module()
+    first, rerun = _full_run(), _full_run()
+    rerun["meta"].update(git_commit="0123456789abcdef", total_seconds=60, children_cpu_seconds=90)
+    rerun["results"] = [r for r in rerun["results"] if r["case"] == "seq-rnn"]
+    paths = [tmp_path / "first.json", tmp_path / "rerun.json"]
+    for path, data in zip(paths, (first, rerun), strict=True):
+        path.write_text(json.dumps(data))
+    merged = bench.merge([str(path) for path in paths])
+    assert merged["meta"]["total_seconds"] == first["meta"]["total_seconds"] + 60
+    assert merged["meta"]["children_cpu_seconds"] == first["meta"]["children_cpu_seconds"] + 90
+    report = tmp_path / "report.md"
+    bench.write_report(merged, str(report), str(tmp_path / "long.png"), [str(p) for p in paths])
+    text = report.read_text()
+    minutes = (first["meta"]["total_seconds"] + 60) / 60
+    cpu_minutes = (first["meta"]["children_cpu_seconds"] + 90) / 60
+    assert f"total {minutes:.1f} min, {cpu_minutes:.1f} min of CPU time" in text
+    assert "commit 0123456789abcdef" in text and f"commit {first['meta']['git_commit']}" in text
+    del rerun["meta"]["total_seconds"]
+    paths[1].write_text(json.dumps(rerun))
+    merged = bench.merge([str(path) for path in paths])
+    bench.write_report(merged, str(report), str(tmp_path / "long.png"), [str(p) for p in paths])
+    assert "stopped before the end: partial results" in report.read_text()
+
+
+def test_report_from_needs_the_files_to_write():
+    bench = _bench_module()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--report-from", str(FULL_RUN)])
+    args = bench.parse_args(["--report-from", str(FULL_RUN), "--report", "r.md", "--plot", "p.png"])
+    assert args.report_from == [str(FULL_RUN)]
