@@ -94,13 +94,17 @@ Usage::
     python benchmarks/bench.py                      # everything (about 25 minutes)
     python benchmarks/bench.py --quick --cases seq-ff-fft lstm
     python benchmarks/bench.py --backends jax --no-peer --tiny --out /tmp/b.json
-    python benchmarks/bench.py --report-from benchmarks/results/bench-....json
+    python benchmarks/bench.py --report-from benchmarks/results/bench-....json \
+        --notes benchmarks/results/bench-notes-amd-epyc.md \
+        --report docs/benchmarks-amd-epyc.md --plot docs/bench_long_amd_epyc.png
 
 Writes ``benchmarks/results/bench-<UTC date/time>[-quick|-tiny].json`` (``--out``), the
 report ``docs/benchmarks.md`` (``--report``) and the plot ``docs/bench_long.png``
 (``--plot``); a ``--quick`` or ``--tiny`` run writes its report and plot next to its
 JSON instead (``/tmp/b.md`` and ``/tmp/b-long.png`` for the third command).
-``make bench`` runs the first command.
+``make bench`` runs the first command. The fourth writes a report again from a run's
+JSON (several files: merged), with the notes of that run's machine; it names both
+files to write, so that no other machine's report is overwritten.
 """
 
 from __future__ import annotations
