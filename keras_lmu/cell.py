@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
@@ -79,12 +80,15 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     -----
     With masks, use :class:`keras_lmu.LMU` rather than ``keras.layers.RNN(LMUCell)``:
     Keras's loops take a cell's first state to be its previous output, and this
-    cell's first state is the memory (on JAX, a masked step after an unmasked one
-    would output the memory). ``LMU`` holds states and outputs at masked steps
-    itself, in both of its forms. Under mixed precision, likewise: Keras's ``RNN``
-    casts the initial states to the 16-bit compute dtype and this cell returns each
-    state in the dtype it was given, so the memory is rounded to 16 bits at every
-    step; ``LMU`` carries it in float32.
+    cell's first state is the memory. On JAX, whose loop outputs that state at a
+    masked step after an unmasked one, the outputs are then wrong (the memory) where
+    the output has the memory's size, and the call fails with a shape error where it
+    does not; only ``hidden_cell=None`` without ``input_to_hidden``, whose output is the
+    memory, is right there. ``LMU`` holds states and outputs at masked steps itself,
+    in both of its forms. Under mixed precision, likewise: Keras's ``RNN`` casts the
+    initial states to the 16-bit compute dtype and this cell returns each state in the
+    dtype it was given, so the memory is rounded to 16 bits at every step; ``LMU``
+    carries it in float32.
     """
 
     def __init__(
@@ -151,6 +155,16 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         # States keep the dtype they are carried in (float32 memory under mixed
         # precision); ``call`` casts what it needs.
         self._convert_input_args = False
+
+    def __call__(self, inputs, states, *args, **kwargs):
+        # Keras's conversion of the arguments is off (see __init__): NumPy arrays are
+        # converted here, as Keras converts them for its own cells (floats to the compute
+        # dtype), the memory to the dtype it is carried in.
+        inputs = _numpy_to_tensor(inputs, self.compute_dtype)
+        if isinstance(states, (list, tuple)):
+            dtypes = [self.memory_dtype] + [self.compute_dtype] * (len(states) - 1)
+            states = [_numpy_to_tensor(s, d) for s, d in zip(states, dtypes, strict=True)]
+        return super().__call__(inputs, states, *args, **kwargs)
 
     @property
     def state_size(self) -> list[int]:
@@ -352,3 +366,12 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
 
     def get_config(self):
         return {**super().get_config(), **self._memory_config(), "input_d": self.input_d}
+
+
+def _numpy_to_tensor(value, dtype: str):
+    """``value`` as a tensor if it is a NumPy array (of ``dtype`` if it holds floats),
+    else ``value`` unchanged."""
+    if not isinstance(value, (np.ndarray, np.generic)):
+        return value
+    floating = np.issubdtype(value.dtype, np.floating)
+    return ops.convert_to_tensor(value, dtype=dtype if floating else None)

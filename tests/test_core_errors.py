@@ -126,6 +126,11 @@ def test_states_of_another_batch_size_are_refused_clearly():
     keras.Model(inputs, stateful(inputs))
     with pytest.raises(ValueError, match="keeps the batch size it was built with"):
         stateful(np.zeros((4, 6, 3), "float32"))
+    # With an initial_state of the inputs' batch size: refused before the sequence is
+    # computed (Keras's "variable.assign" shape error came after it).
+    message = "batch size 4, but this stateful LMU's memory state has batch size 2"
+    with pytest.raises(ValueError, match=message):
+        stateful(np.zeros((4, 6, 3), "float32"), initial_state=[np.zeros((4, 4), "float32")])
 
 
 @pytest.mark.parametrize(

@@ -702,3 +702,29 @@ def test_hidden_layer_called_directly_computes_what_its_layer_call_does(
     if BACKEND == "torch":
         for direct, through_call in zip(*results, strict=True):
             assert_close(direct, through_call)
+
+
+@pytest.mark.parametrize("hidden", [None, "Dense", "SimpleRNNCell"])
+def test_cell_takes_numpy_arrays_as_keras_cells_do(rng, hidden):
+    """``LMUCell(...)(x, states)`` with NumPy arrays, float64 ones included, gives what
+    it gives for tensors of its compute dtype (it raised "Only input tensors may be
+    passed as positional arguments"; Keras's cells take NumPy arrays)."""
+    hidden_cell = {
+        None: None,
+        "Dense": keras.layers.Dense(4),
+        "SimpleRNNCell": keras.layers.SimpleRNNCell(4),
+    }[hidden]
+    cell = keras_lmu.LMUCell(1, 4, 5.0, hidden_cell, hidden_to_memory=hidden is not None)
+    x = rng.uniform(-1, 1, (2, 3))
+    states = [rng.uniform(-1, 1, (2, size)) for size in cell.state_size]
+    dtype = cell.compute_dtype
+    expected, expected_states = cell(
+        keras.ops.convert_to_tensor(x, dtype),
+        [keras.ops.convert_to_tensor(s, dtype) for s in states],
+    )
+    output, new_states = cell(x, states)
+    assert keras.backend.standardize_dtype(output.dtype) == dtype
+    np.testing.assert_array_equal(numpy(output), numpy(expected))
+    for state, expected_state in zip(new_states, expected_states, strict=True):
+        assert keras.backend.standardize_dtype(state.dtype) == dtype
+        np.testing.assert_array_equal(numpy(state), numpy(expected_state))
