@@ -327,14 +327,14 @@ def mackey_glass(
     history = _initial_history(tau, delay, seed)
     trajectory = _integrate_mackey_glass(history, integration_steps, delay, step, beta, gamma, n)
     start = len(history) - 1  # index of t = 0
-    samples = np.asarray(trajectory[start + washout * substeps :: substeps][:steps])
+    samples = np.asarray(trajectory[start + washout * substeps :: substeps][:steps], np.float64)
     if not np.all(np.isfinite(samples)):
         raise ValueError(
             f"the series left the range of float64 numbers (beta={beta:g}, gamma={gamma:g}, "
             f"n={n:g}, dt / substeps = {step:g}): it grows to about beta / gamma; use "
             "smaller beta or larger gamma"
         )
-    return samples.astype(np.float64)
+    return samples
 
 
 def _initial_history(tau: float, delay: float, seed: int) -> list[float]:

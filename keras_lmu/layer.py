@@ -400,12 +400,11 @@ class LMU(keras.layers.Layer):
             # Copies: the states are assigned in place at the end of the call, and on
             # PyTorch the gradient of the step that read them needs them unchanged.
             initial_state = self._in_state_dtypes([ops.copy(state.value) for state in self.states])
-            self._check_batch(inputs, initial_state[0], "this stateful LMU's memory state")
         elif initial_state is not None:
             initial_state = self._check_initial_state(initial_state)
             self._check_batch(inputs, initial_state[0], "initial_state")
-            if self.stateful:  # the final states are kept in the states of the built batch
-                self._check_batch(inputs, self.states[0], "this stateful LMU's memory state")
+        if self.stateful:  # the final states are kept in the states of the built batch
+            self._check_batch(inputs, self.states[0], "this stateful LMU's memory state")
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if isinstance(self.layer, LMUFeedforward):
