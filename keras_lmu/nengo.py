@@ -34,6 +34,7 @@ Nengo is an optional dependency: ``pip install "keras-lmu3[nengo]"``.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -114,6 +115,9 @@ class LegendreStateSpace(nengo.Process):
         B: np.ndarray | None = None,
         **kwargs,
     ):
+        order = validation.positive_int("order", order)
+        theta = validation.positive_finite("theta", theta)  # (seconds)
+        memory_d = validation.positive_int("memory_d", memory_d)
         super().__init__(default_size_in=memory_d, default_size_out=memory_d * order, **kwargs)
         default_A, default_B = legendre.continuous_system(order)
         self.order = order
@@ -127,6 +131,9 @@ class LegendreStateSpace(nengo.Process):
                 f"A and B must have shapes ({order}, {order}) and ({order},), got "
                 f"{self.A.shape} and {self.B.shape}"
             )
+        for name, matrix in (("A", self.A), ("B", self.B)):
+            if not np.all(np.isfinite(matrix)):
+                raise ValueError(f"{name} must hold finite numbers only, got {matrix!r}")
 
     def discrete_system(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """``(A_bar, B_bar)`` for a simulator time step ``dt`` (seconds)."""
@@ -231,8 +238,16 @@ class LMUMemory(nengo.Network):
         order = validation.positive_int("order", order)
         memory_d = validation.positive_int("memory_d", memory_d)
         theta = validation.positive_finite("theta", theta)  # (seconds)
+        if neuron_type is not None and not isinstance(neuron_type, nengo.neurons.NeuronType):
+            raise TypeError(
+                "neuron_type must be None (the exact memory) or a nengo.neurons.NeuronType "
+                f"instance such as nengo.LIF(), got {neuron_type!r}"
+            )
+        n_neurons = validation.positive_int("n_neurons", n_neurons)
+        tau = validation.positive_finite("tau", tau)  # (seconds)
+        radius = validation.positive_finite("radius", radius)
         self.order, self.theta, self.memory_d = order, theta, memory_d
-        self.neuron_type, self.tau = neuron_type, float(tau)
+        self.neuron_type, self.tau = neuron_type, tau
         process = LegendreStateSpace(order, theta, memory_d, discretizer, A, B)
         self.process = process
         size = memory_d * order
@@ -244,8 +259,6 @@ class LMUMemory(nengo.Network):
                 nengo.Connection(self.input, self.memory, synapse=None)
                 self.output = self.memory
             else:
-                if not tau > 0:
-                    raise ValueError(f"tau must be positive (seconds), got {tau!r}")
                 self.ensemble_array = nengo.networks.EnsembleArray(
                     n_neurons,
                     n_ensembles=size,
@@ -342,6 +355,14 @@ def _dense_spec(layer, where: str) -> DenseSpec:
             f"from_keras converts an LMU followed by Dense layers; {where} is "
             f"{type(layer).__name__} {layer.name!r}, which is not supported"
         )
+    quantization = getattr(layer, "quantization_mode", None)
+    if quantization is not None:
+        # its kernel holds the quantized integers; the scales are separate weights
+        raise ValueError(
+            f"from_keras converts Dense layers with float weights; {where} {layer.name!r} is "
+            f"quantized (quantization_mode={quantization!r}): convert the model before "
+            "model.quantize()"
+        )
     activation = getattr(layer.activation, "__name__", str(layer.activation))
     if activation not in DENSE_ACTIVATIONS:
         raise ValueError(
@@ -354,6 +375,31 @@ def _dense_spec(layer, where: str) -> DenseSpec:
     else:
         bias = np.asarray(keras.ops.convert_to_numpy(layer.bias), dtype=np.float64)
     return DenseSpec(kernel, bias, activation)
+
+
+def _check_lmu_options(lmu) -> None:
+    """Raise a ValueError naming the first option of ``lmu`` that the network cannot
+    reproduce."""
+    config = lmu.cell_config
+    for option in ("hidden_to_memory", "memory_to_memory"):
+        if config[option]:
+            raise ValueError(f"from_keras does not support LMUs with {option}=True")
+    for option in ("go_backwards", "return_state"):
+        if getattr(lmu, option):
+            raise ValueError(f"from_keras does not support LMUs with {option}=True")
+    if lmu.stateful:
+        # the network's memory starts from zero for every sequence
+        raise ValueError(
+            f"from_keras does not support LMUs with stateful=True ({lmu.name!r}): the "
+            "network starts every sequence from a zero memory; convert a stateless copy"
+        )
+    if lmu.truncate_ir is not None and lmu.conv_mode in ("auto", "raw"):
+        # the network computes the exact memory; the LMU may drop its response's tail
+        raise ValueError(
+            f"from_keras does not support LMUs with truncate_ir={lmu.truncate_ir!r} "
+            f"(conv_mode={lmu.conv_mode!r} may truncate the impulse response): use "
+            "truncate_ir=None"
+        )
 
 
 def _model_layers(model) -> list:
@@ -376,6 +422,14 @@ def _model_layers(model) -> list:
         )
     if not layers:
         raise ValueError("from_keras found no layers in the model")
+    for layer in layers:
+        if isinstance(layer, keras.layers.Masking):
+            raise ValueError(
+                f"from_keras does not support masks: {layer.name!r} is a Masking layer (the "
+                "network steps through every time step)"
+            )
+        if isinstance(layer, LMU):
+            _check_lmu_options(layer)
     if model.inputs[0] is not layers[0].input:
         raise ValueError("from_keras converts a chain of layers whose first one is an LMU")
     for previous, layer in zip(layers, layers[1:], strict=False):
@@ -395,10 +449,11 @@ def read_keras_model(model_or_layer) -> KerasLMUSpec:
 
     Supported: a built ``keras_lmu.LMU`` with any ``memory_d``, ``hidden_cell`` a
     ``keras.layers.Dense`` or None, ``input_to_hidden`` either way, no
-    ``hidden_to_memory``, no ``memory_to_memory``, not ``go_backwards`` nor
-    ``return_state``; then any number of ``Dense`` layers, with ``Dropout`` layers
-    anywhere between them (identities at inference). Every ``Dense`` must use
-    the activation ``linear``, ``relu`` or ``tanh``. Trained ``theta``, ``A`` and ``B``
+    ``hidden_to_memory``, no ``memory_to_memory``, not ``go_backwards``,
+    ``return_state`` nor ``stateful``; then any number of ``Dense`` layers, with
+    ``Dropout`` layers anywhere between them (identities at inference), and no
+    ``Masking``. Every ``Dense`` must use the activation ``linear``, ``relu`` or
+    ``tanh``, and float (not quantized) weights. Trained ``theta``, ``A`` and ``B``
     are read from the weights.
 
     Raises
@@ -419,20 +474,8 @@ def read_keras_model(model_or_layer) -> KerasLMUSpec:
         )
     if lmu.layer is None:
         raise ValueError(f"the LMU {lmu.name!r} is not built: call it on an input first")
+    _check_lmu_options(lmu)
     config = lmu.cell_config
-    for option in ("hidden_to_memory", "memory_to_memory"):
-        if config[option]:
-            raise ValueError(f"from_keras does not support LMUs with {option}=True")
-    for option in ("go_backwards", "return_state"):
-        if getattr(lmu, option):
-            raise ValueError(f"from_keras does not support LMUs with {option}=True")
-    if lmu.truncate_ir is not None and lmu.conv_mode in ("auto", "raw"):
-        # the network computes the exact memory; the LMU may drop its response's tail
-        raise ValueError(
-            f"from_keras does not support LMUs with truncate_ir={lmu.truncate_ir!r} "
-            f"(conv_mode={lmu.conv_mode!r} may truncate the impulse response): use "
-            "truncate_ir=None"
-        )
     hidden_cell = lmu.hidden_cell
     hidden = None if hidden_cell is None else _dense_spec(hidden_cell, "the LMU's hidden_cell")
     memory = lmu._memory_layer
@@ -629,6 +672,11 @@ def run_sequences(
     numpy.ndarray
         The outputs, float64.
     """
+    if not isinstance(network, KerasLMUNetwork):
+        raise TypeError(
+            "network must be a KerasLMUNetwork made by keras_lmu.nengo.from_keras(model), "
+            f"got {type(network).__name__}"
+        )
     inputs = np.asarray(inputs, dtype=np.float64)
     if inputs.ndim != 3 or inputs.shape[-1] != network.spec.input_d:
         raise ValueError(
@@ -636,6 +684,8 @@ def run_sequences(
         )
     if inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must hold at least one sequence of one step, got {inputs.shape}")
+    if not np.all(np.isfinite(inputs)):
+        raise ValueError("inputs must hold finite numbers only (they hold NaN or infinity)")
     sim_dt = network.dt if sim_dt is None else validation.positive_finite("sim_dt", sim_dt)
     return_sequences = validation.flag("return_sequences", return_sequences)
     substeps = round(network.dt / sim_dt)
@@ -773,7 +823,30 @@ def delay_task(
     DelayTaskResult
     """
     neuron_type = nengo.LIF() if neuron_type is None else neuron_type
+    theta = validation.positive_finite("theta", theta)
+    sim_time = validation.positive_finite("sim_time", sim_time)
+    window = validation.positive_finite("window", window)
+    dt = validation.positive_finite("dt", dt)
+    for name, value in (("high", high), ("rms", rms)):
+        validation.positive_finite(name, value)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise TypeError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
+    if not (math.isfinite(learning_rate) and learning_rate >= 0):
+        raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
     delay = theta / 2
+    if not sim_time > delay:
+        raise ValueError(
+            f"sim_time must be longer than the delay theta / 2 = {delay:g} s, got {sim_time:g}"
+        )
+    # the first window starts when the target does (after the delay); the last must not
+    # overlap it, and each must hold at least one step
+    longest_window = (sim_time - delay) / 2
+    if not dt <= window <= longest_window:
+        raise ValueError(
+            f"window must be between dt={dt:g} and (sim_time - theta / 2) / 2 = "
+            f"{longest_window:g} s, so that the first and the last window hold steps and do "
+            f"not overlap, got window={window:g} (sim_time={sim_time:g}, theta={theta:g})"
+        )
     synapse = 0.01
     with nengo.Network(seed=seed) as network:
         signal = nengo.Node(

@@ -191,6 +191,49 @@ def test_from_keras_names_what_is_unsupported(make_model, message):
         lmu_nengo.from_keras(model)
 
 
+def stateful_model():
+    inputs = keras.Input((10, 2), batch_size=2)
+    return keras.Model(inputs, keras_lmu.LMU(1, 4, 10, None, stateful=True)(inputs))
+
+
+def return_state_model():
+    inputs = keras.Input((10, 2))
+    output, _ = keras_lmu.LMU(1, 4, 10, None, return_state=True)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(output))
+
+
+def masking_model():
+    inputs = keras.Input((10, 2))
+    masked = keras.layers.Masking()(inputs)
+    return keras.Model(inputs, keras_lmu.LMU(1, 4, 10, None)(masked))
+
+
+def quantized_model(where):
+    inputs = keras.Input((10, 2))
+    lmu = keras_lmu.LMU(1, 4, 10, keras.layers.Dense(5, activation="tanh"))
+    model = keras.Model(inputs, keras.layers.Dense(3)(lmu(inputs)))
+    (model.layers[-1] if where == "readout" else lmu.hidden_cell).quantize("int8")
+    return model
+
+
+@pytest.mark.parametrize(
+    "make_model, message",
+    [
+        # (a stateful LMU's carried memory was dropped: 0.13 off its second call's output)
+        (stateful_model, r"stateful=True \('lmu"),
+        # (refused for not being a chain, naming neither)
+        (return_state_model, "return_state=True"),
+        (masking_model, "does not support masks: 'masking' is a Masking layer"),
+        # (the int8 kernel was read without its scale: outputs about 144 times Keras's)
+        (lambda: quantized_model("readout"), "quantization_mode='int8'"),
+        (lambda: quantized_model("hidden"), "the LMU's hidden_cell .*quantization_mode='int8'"),
+    ],
+)
+def test_from_keras_names_what_it_cannot_reproduce(make_model, message):
+    with pytest.raises(ValueError, match=message):
+        lmu_nengo.from_keras(make_model())
+
+
 @pytest.mark.parametrize("dt", [0, -1.0, float("nan")])
 def test_from_keras_names_a_bad_dt(dt):
     """(it blamed theta, which the user did not pass: "theta must be positive")"""
@@ -212,6 +255,57 @@ def test_from_keras_names_a_bad_dt(dt):
 def test_memory_names_its_bad_arguments(arguments, error, message):
     with pytest.raises(error, match=message):
         lmu_nengo.LMUMemory(*arguments, add_to_container=False)
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [  # (in brackets: what happened before)
+        ({"neuron_type": "LIF"}, TypeError, "neuron_type must be None .* got 'LIF'"),  # (Nengo's)
+        ({"tau": float("inf")}, ValueError, "tau must be a finite positive number"),  # (-inf)
+        ({"tau": "abc"}, TypeError, "tau must be a finite positive number"),  # (float('abc'))
+        ({"radius": float("nan")}, ValueError, "radius must be a finite positive number"),
+        ({"n_neurons": 0}, ValueError, "n_neurons must be a positive integer"),
+        ({"A": [[np.nan, 0.0], [0.0, -1.0]]}, ValueError, "A must hold finite numbers only"),
+    ],
+)
+def test_neural_memory_names_its_bad_arguments(arguments, error, message):
+    arguments = {"neuron_type": nengo.LIF(), **arguments}
+    with pytest.raises(error, match=message):
+        lmu_nengo.LMUMemory(2, 0.1, add_to_container=False, **arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ((float("inf"),), ValueError, "theta must be a finite positive number"),  # (accepted)
+        ((0.1, 0), ValueError, "memory_d must be a positive integer"),
+    ],
+)
+def test_state_space_names_its_bad_arguments(arguments, error, message):
+    with pytest.raises(error, match=message):
+        lmu_nengo.LegendreStateSpace(4, *arguments)
+    # (a float order failed in Nengo's check of the output size, naming neither)
+    with pytest.raises(TypeError, match="order must be a positive integer, got 2.5"):
+        lmu_nengo.LegendreStateSpace(2.5, 0.1)
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [  # (in brackets: what happened before)
+        ({"window": 0.0}, ValueError, "window must be a finite positive number"),  # (NaN errors)
+        ({"window": 5.0}, ValueError, r"window must be between dt=0.001 and .* = 0.375 s"),
+        ({"sim_time": 0.2}, ValueError, "sim_time must be longer than the delay"),  # (NaN)
+        ({"sim_time": -1.0}, ValueError, "sim_time must be a finite positive number"),
+        ({"dt": 0.0}, ValueError, "dt must be a finite positive number"),  # (ZeroDivisionError)
+        ({"learning_rate": float("nan")}, ValueError, "learning_rate must be a finite number"),
+        ({"learning_rate": "fast"}, TypeError, "learning_rate must be a finite number"),
+        ({"rms": 0.0}, ValueError, "rms must be a finite positive number"),
+    ],
+)
+def test_delay_task_names_its_bad_arguments(arguments, error, message):
+    """(a window longer than half the run gave the same error before and after learning)"""
+    with pytest.raises(error, match=message):
+        lmu_nengo.delay_task(**{"sim_time": 1.0, "window": 0.3, **arguments})
 
 
 def test_euler_memory_warns_where_it_grows_and_matches_the_layers_bound():
@@ -255,6 +349,12 @@ def test_run_sequences_names_bad_inputs_and_steps():
         lmu_nengo.run_sequences(network, x, sim_dt=0.003)
     with pytest.raises(TypeError, match="return_sequences must be True or False, got 'False'"):
         lmu_nengo.run_sequences(network, x, return_sequences="False")
+    # (NaN failed in Nengo's check of the input node's output; a Keras model or an
+    # LMUMemory in place of the network with an AttributeError)
+    with pytest.raises(ValueError, match="inputs must hold finite numbers only"):
+        lmu_nengo.run_sequences(network, np.full_like(x, np.nan))
+    with pytest.raises(TypeError, match="network must be a KerasLMUNetwork .* got Functional"):
+        lmu_nengo.run_sequences(model, x)
 
 
 def neural_memory_error(n_neurons, seed=0):
