@@ -191,7 +191,7 @@ def _download_mnist() -> RawMnist:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:
         raise FileNotFoundError(
-            f"MNIST is not available: no path was given, {DATA_DIR_ENV} is not set, and "
+            f"MNIST is not available: no path was given, {DATA_DIR_ENV} is not set (or empty), and "
             f"keras.datasets.mnist.load_data() failed ({type(error).__name__}: {error}). "
             f"To provide the data, {_HOW_TO_PROVIDE_MNIST}."
         ) from error

@@ -151,7 +151,9 @@ def build_parallel_model(
     import keras_lmu
 
     units = [units] if isinstance(units, int) else list(units)
-    rates = [dropout] * len(units) if isinstance(dropout, (int, float)) else list(dropout)
+    rates = [dropout] if isinstance(dropout, (int, float)) else list(dropout)
+    if len(rates) == 1:
+        rates = rates * len(units)
     if len(rates) != len(units):
         raise ValueError(
             f"dropout needs one rate, or one per hidden layer ({len(units)}), got {dropout!r}"

@@ -127,6 +127,17 @@ def test_one_dropout_rate_per_hidden_layer():
     assert not model.optimizer.use_ema
 
 
+def test_one_dropout_rate_on_the_command_line_is_every_layers():
+    """(``psmnist train --dropout 0.2`` with the default two layers passed the checks,
+    then failed with a traceback: "dropout needs one rate, or one per hidden layer")"""
+    args = cli.build_parser().parse_args(["psmnist", "train", "--dropout", "0.2"])
+    assert psmnist.train_arguments_problem(args) is None
+    options = {**psmnist.parallel_options(args), "order": 8}
+    model = psmnist.build_parallel_model(**options, steps=6)
+    rates = [layer.rate for layer in model.layers if "dropout" in layer.name]
+    assert rates == [psmnist.PARALLEL_MEMORY_DROPOUT, 0.2, 0.2]
+
+
 def test_largest_seed_trains_on_every_backend():
     """``psmnist train --seed`` takes seeds up to 2**32 - 1; each dropout layer's seed,
     derived from it, stays in every backend's seed type (PyTorch's int32 overflowed)."""
