@@ -191,8 +191,9 @@ class LMUMemory(nengo.Network):
     of ``n_neurons`` neurons of ``neuron_type`` (``nengo.LIF()`` spikes,
     ``nengo.LIFRate()`` does not), connected to itself through ``Lowpass(tau)`` with
     the transform ``tau A / theta + I`` and fed the input through ``Lowpass(tau)``
-    with the transform ``tau B / theta``; ``output`` is the decoded, unfiltered value
-    (spikes included): connect from it with a synapse.
+    with the transform ``tau B / theta`` (with ``sim_dt``, the transforms for the
+    simulator's steps: see :meth:`neural_transforms`); ``output`` is the decoded,
+    unfiltered value (spikes included): connect from it with a synapse.
 
     Parameters
     ----------
@@ -211,9 +212,15 @@ class LMUMemory(nengo.Network):
     radius : float
         Radius of each ensemble: the largest ``|m_i|`` represented well (neural only).
     discretizer : {"zoh", "euler"}
-        Discretization of the exact memory.
+        Discretization of the exact memory (and of the neural one, with ``sim_dt``).
     A, B : numpy.ndarray, optional
         The continuous system (default: the Legendre one).
+    sim_dt : float, optional
+        The simulator's time step in seconds, for a neural memory whose transforms
+        are then made for it (see :meth:`neural_transforms`); a simulator with another
+        ``dt`` is refused when it builds the network. None (default): the
+        continuous-time transforms, whose error grows with ``dt / tau``. Ignored by
+        the exact memory, which is made for the simulator's ``dt`` whatever it is.
     label, seed, add_to_container
         As in :class:`nengo.Network`.
     """
@@ -230,11 +237,15 @@ class LMUMemory(nengo.Network):
         discretizer: str = "zoh",
         A: np.ndarray | None = None,
         B: np.ndarray | None = None,
+        sim_dt: float | None = None,
         label: str | None = None,
         seed: int | None = None,
         add_to_container: bool | None = None,
     ):
         super().__init__(label=label, seed=seed, add_to_container=add_to_container)
+        if sim_dt is not None:
+            sim_dt = validation.positive_finite("sim_dt", sim_dt)  # (seconds)
+        self.sim_dt = sim_dt
         order = validation.positive_int("order", order)
         memory_d = validation.positive_int("memory_d", memory_d)
         theta = validation.positive_finite("theta", theta)  # (seconds)
@@ -268,6 +279,8 @@ class LMUMemory(nengo.Network):
                     label="memory",
                 )
                 recurrent, input_transform = self.neural_transforms()
+                if sim_dt is not None:
+                    nengo.Node(_SimulatorStepCheck(sim_dt), label="sim_dt check")
                 nengo.Connection(
                     self.input,
                     self.ensemble_array.input,
@@ -283,20 +296,54 @@ class LMUMemory(nengo.Network):
                 self.output = self.ensemble_array.output
 
     def neural_transforms(self) -> tuple[np.ndarray, np.ndarray]:
-        """The recurrent transform ``tau A / theta + I`` and the input transform
-        ``tau B / theta``, one block per memory.
+        """The recurrent transform ``M`` and the input transform ``N`` of the neural
+        memory, one block per memory.
+
+        Without ``sim_dt``, ``M = tau A / theta + I`` and ``N = tau B / theta``: in
+        continuous time, ``tau dx/dt = (M - I) x + N u`` is the memory. The simulator
+        runs the lowpass synapse in steps, ``y_{k+1} = a y_k + (1 - a) v_k`` with
+        ``a = exp(-sim_dt / tau)``, so with ``sim_dt``,
+
+        .. math:: M = \\frac{\\bar A - a I}{1 - a}, \\qquad N = \\frac{\\bar B}{1 - a},
+
+        where ``(A_bar, B_bar)`` discretize the memory for ``sim_dt`` (as the exact
+        memory does), give ``x_{k+1} = A_bar x_k + B_bar u_k``: the exact memory, one
+        step late, for ideal neurons.
 
         Returns
         -------
         recurrent, input_transform : numpy.ndarray
             Shapes (memory_d * order, memory_d * order) and (memory_d * order, memory_d).
         """
-        A, B = self.process.A, self.process.B
-        ratio = self.tau / self.theta
+        if self.sim_dt is None:
+            ratio = self.tau / self.theta
+            recurrent = ratio * self.process.A + np.eye(self.order)
+            input_transform = ratio * self.process.B
+        else:
+            decay = math.exp(-self.sim_dt / self.tau)
+            A_bar, B_bar = self.process.discrete_system(self.sim_dt)
+            recurrent = (A_bar - decay * np.eye(self.order)) / (1.0 - decay)
+            input_transform = B_bar / (1.0 - decay)
         blocks = np.eye(self.memory_d)
-        recurrent = np.kron(blocks, ratio * A + np.eye(self.order))
-        input_transform = np.kron(blocks, ratio * B[:, None])
-        return recurrent, input_transform
+        return np.kron(blocks, recurrent), np.kron(blocks, input_transform[:, None])
+
+
+class _SimulatorStepCheck(nengo.Process):
+    """A process of no input and no output that refuses a simulator whose time step
+    is not ``sim_dt`` (the one a neural memory's transforms were made for)."""
+
+    def __init__(self, sim_dt: float):
+        super().__init__(default_size_in=0, default_size_out=0)
+        self.sim_dt = sim_dt
+
+    def make_step(self, shape_in, shape_out, dt, rng, state):
+        if abs(dt - self.sim_dt) > 1e-9 * self.sim_dt:
+            raise ValueError(
+                f"this neural LMUMemory was made for a simulator with dt={self.sim_dt:g} s "
+                f"(its sim_dt), but the simulator's dt is {dt:g} s"
+            )
+        empty = np.zeros(0)
+        return lambda t: empty
 
 
 # -- Keras models -----------------------------------------------------------------------
@@ -528,6 +575,7 @@ class KerasLMUNetwork(nengo.Network):
         tau: float = DEFAULT_TAU,
         radius: float = 1.0,
         readout_synapse: float | None = 0.01,
+        sim_dt: float | None = None,
         label: str | None = None,
         seed: int | None = None,
         add_to_container: bool | None = None,
@@ -548,6 +596,7 @@ class KerasLMUNetwork(nengo.Network):
                 discretizer=spec.discretizer,
                 A=spec.A,
                 B=spec.B,
+                sim_dt=sim_dt,
                 label="lmu_memory",
             )
             nengo.Connection(self.input, self.memory.input, transform=spec.kernel.T, synapse=None)
@@ -577,6 +626,7 @@ def from_keras(
     radius: float = 1.0,
     readout_synapse: float | None = 0.01,
     seed: int | None = None,
+    sim_dt: float | None = None,
 ) -> KerasLMUNetwork:
     """Convert a trained Keras ``LMU`` (+ ``Dense``) model into a Nengo network.
 
@@ -606,6 +656,9 @@ def from_keras(
         Synapse from a neural memory to the readout node, in seconds.
     seed : int, optional
         Seed of the network (neural memory: its neurons).
+    sim_dt : float, optional
+        The simulator's time step in seconds, for a neural memory made for it (see
+        :class:`LMUMemory`); :func:`run_sequences` then runs with it.
 
     Returns
     -------
@@ -626,6 +679,7 @@ def from_keras(
         tau=tau,
         radius=radius,
         readout_synapse=readout_synapse,
+        sim_dt=sim_dt,
         label="keras_lmu",
         seed=seed,
     )
@@ -662,7 +716,8 @@ def run_sequences(
         Shape (batch, steps, input_d).
     sim_dt : float, optional
         The simulator's time step; ``network.dt`` divided by a whole number (default:
-        ``network.dt``), and ``network.dt`` itself for the exact memory of a model with
+        the neural memory's ``sim_dt`` if it was made for one, else ``network.dt``),
+        and ``network.dt`` itself for the exact memory of a model with
         ``discretizer="euler"``.
     return_sequences : bool
         Return the output of every step (batch, steps, output_d), or of the last one.
@@ -686,7 +741,15 @@ def run_sequences(
         raise ValueError(f"inputs must hold at least one sequence of one step, got {inputs.shape}")
     if not np.all(np.isfinite(inputs)):
         raise ValueError("inputs must hold finite numbers only (they hold NaN or infinity)")
-    sim_dt = network.dt if sim_dt is None else validation.positive_finite("sim_dt", sim_dt)
+    made_for = network.memory.sim_dt if network.memory.neuron_type is not None else None
+    if sim_dt is None:
+        sim_dt = network.dt if made_for is None else made_for
+    sim_dt = validation.positive_finite("sim_dt", sim_dt)
+    if made_for is not None and abs(sim_dt - made_for) > 1e-9 * made_for:
+        raise ValueError(
+            f"sim_dt={sim_dt} must be the sim_dt={made_for} the network's neural memory was "
+            "made for (from_keras(..., sim_dt=...))"
+        )
     return_sequences = validation.flag("return_sequences", return_sequences)
     substeps = round(network.dt / sim_dt)
     if substeps < 1 or abs(substeps * sim_dt - network.dt) > 1e-9 * network.dt:
