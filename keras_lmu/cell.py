@@ -84,11 +84,13 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
     masked step after an unmasked one, the outputs are then wrong (the memory) where
     the output has the memory's size, and the call fails with a shape error where it
     does not; only ``hidden_cell=None`` without ``input_to_hidden``, whose output is the
-    memory, is right there. ``LMU`` holds states and outputs at masked steps itself,
-    in both of its forms. Under mixed precision, likewise: Keras's ``RNN`` casts the
-    initial states to the 16-bit compute dtype and this cell returns each state in the
-    dtype it was given, so the memory is rounded to 16 bits at every step; ``LMU``
-    carries it in float32.
+    memory, is right there, except at masked steps before the first unmasked one after a
+    nonzero ``initial_state``, which output that state where the others output zeros
+    (as Keras's own ``SimpleRNN`` does on JAX). ``LMU`` holds states and outputs at
+    masked steps itself, in both of its forms. Under mixed precision, likewise: Keras's
+    ``RNN`` casts the initial states to the 16-bit compute dtype and this cell returns
+    each state in the dtype it was given, so the memory is rounded to 16 bits at every
+    step; ``LMU`` carries it in float32.
     """
 
     def __init__(
