@@ -18,7 +18,7 @@ from keras_lmu.hidden_cells import (
     output_state_index,
     variables_assigned_per_call,
 )
-from keras_lmu.memory import LegendreMemory
+from keras_lmu.memory import LegendreMemory, freeze_sublayers_if_untrainable
 
 
 @keras.saving.register_keras_serializable(package="keras-lmu")
@@ -185,6 +185,7 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         self._build_memory(int(input_d))
         self._build_hidden(int(input_d))
         self._hidden_assigns_variables = bool(variables_assigned_per_call(self.hidden_cell))
+        freeze_sublayers_if_untrainable(self)
         self.built = True
 
     @contextlib.contextmanager

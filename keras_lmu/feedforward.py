@@ -12,7 +12,7 @@ from keras.src import backend as keras_backend
 from keras_lmu import legendre, validation
 from keras_lmu import ops as lmu_ops
 from keras_lmu.hidden_cells import flatten_states, nest_states, output_state_index
-from keras_lmu.memory import LegendreMemory
+from keras_lmu.memory import LegendreMemory, freeze_sublayers_if_untrainable
 
 CONV_MODES = ("fft", "raw", "scan")
 #: Chunk length of ``conv_mode="scan"`` (measured: see docs/benchmarks-parallel.md).
@@ -159,6 +159,7 @@ class LMUFeedforward(LegendreMemory):
         self._built_steps = steps
         # Keras then checks the number of features of every input, naming the layer.
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_d})
+        freeze_sublayers_if_untrainable(self)
         self.built = True
 
     def compute_output_shape(self, input_shape):

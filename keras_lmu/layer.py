@@ -15,7 +15,12 @@ from keras_lmu import hidden_cells, validation
 from keras_lmu import ops as lmu_ops
 from keras_lmu.cell import LMUCell
 from keras_lmu.feedforward import CONV_MODES, LMUFeedforward
-from keras_lmu.memory import LegendreMemory, assign_saved_variables, memory_dtype_for
+from keras_lmu.memory import (
+    LegendreMemory,
+    assign_saved_variables,
+    freeze_sublayers_if_untrainable,
+    memory_dtype_for,
+)
 
 # The rules below come from training-step times measured on a 2-core CPU with
 # ``benchmarks/parallel.py`` (batch 16; see docs/benchmarks-parallel.md).
@@ -356,6 +361,7 @@ class LMU(keras.layers.Layer):
             self._create_state_variables(batch)
         # Keras then checks the number of features of every input, naming the layer.
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_d})
+        freeze_sublayers_if_untrainable(self)
         self.built = True
 
     @tracking.no_automatic_dependency_tracking

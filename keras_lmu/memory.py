@@ -38,6 +38,20 @@ class StepWeights(NamedTuple):
     B_bar: Any
 
 
+def freeze_sublayers_if_untrainable(layer: keras.layers.Layer) -> None:
+    """At the end of ``layer``'s build: if it was made untrainable, make the sublayers
+    and variables it has just created untrainable too.
+
+    Keras's ``trainable`` setter reaches only the sublayers and variables that exist
+    when it runs, and a new sublayer is trainable, so ``trainable=False`` given to the
+    constructor (or read back from a saved config) would leave them trained.
+    """
+    if not layer.trainable:
+        # The setter itself: TensorFlow's attribute tracking skips an assignment of the
+        # value an attribute already has.
+        keras.layers.Layer.trainable.fset(layer, False)
+
+
 def memory_dtype_for(compute_dtype: str) -> str:
     """dtype of the memory's arithmetic and state for a layer computing in
     ``compute_dtype``: float32 under mixed precision (float16 or bfloat16 compute),

@@ -728,3 +728,47 @@ def test_cell_takes_numpy_arrays_as_keras_cells_do(rng, hidden):
     for state, expected_state in zip(new_states, expected_states, strict=True):
         assert keras.backend.standardize_dtype(state.dtype) == dtype
         np.testing.assert_array_equal(numpy(state), numpy(expected_state))
+
+
+FROZEN_LAYERS = {
+    "LMU-parallel": lambda **kw: keras_lmu.LMU(1, 3, 4.0, keras.layers.SimpleRNNCell(2), **kw),
+    "LMU-recurrent": lambda **kw: keras_lmu.LMU(
+        1, 3, 4.0, keras.layers.SimpleRNNCell(2), hidden_to_memory=True, **kw
+    ),
+    "LMUFeedforward": lambda **kw: keras_lmu.LMUFeedforward(
+        1, 3, 4.0, keras.layers.SimpleRNNCell(2), trainable_theta=True, **kw
+    ),
+    "RNN(LMUCell)": lambda **kw: keras.layers.RNN(
+        keras_lmu.LMUCell(1, 3, 4.0, keras.layers.Dense(2), **kw)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FROZEN_LAYERS)
+@pytest.mark.parametrize("when", ["made", "before its build"])
+@pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
+def test_untrainable_layer_stays_frozen_when_trained_saved_and_cloned(rng, tmp_path, name, when):
+    """As Keras's own layers: ``trainable=False`` freezes every weight, the hidden
+    layer's included. (Given to the constructor, or set before the layer was built,
+    it reached none of the sublayers made in the build: ``fit`` trained every weight;
+    and a model saved with a frozen LMU loaded with its kernel trainable again.)"""
+    layer = FROZEN_LAYERS[name](**({"trainable": False} if when == "made" else {}))
+    frozen = layer.cell if name == "RNN(LMUCell)" else layer
+    if when == "before its build":
+        frozen.trainable = False
+    inputs = keras.Input((5, 2))
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    before = [np.array(weight) for weight in model.get_weights()]
+    x = rng.normal(size=(4, 5, 2)).astype(DTYPE)
+    model.fit(x, np.ones((4, 2), DTYPE), epochs=1, verbose=0)
+    assert model.trainable_weights == []
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+    model.save(tmp_path / "frozen.keras")
+    for copy in (
+        keras.saving.load_model(tmp_path / "frozen.keras"),
+        keras.models.clone_model(model),
+    ):
+        assert copy.trainable_weights == [], [weight.path for weight in copy.trainable_weights]
+        assert len(copy.non_trainable_weights) == len(before)
