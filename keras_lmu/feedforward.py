@@ -54,7 +54,9 @@ class LMUFeedforward(LegendreMemory):
         :func:`keras_lmu.ops.chunked_linear_recurrence`).
     truncate_ir : float or None
         With ``conv_mode="raw"``, drop the tail of the impulse response holding
-        less than this share of its total magnitude (None keeps it all).
+        less than this share of its total magnitude (None keeps it all). Not where
+        the length is unknown while tracing: the memory is then computed step by
+        step, exactly.
     trainable_theta, memory_to_memory, recurrent_initializer,
     recurrent_regularizer, recurrent_dropout, trainable_A, trainable_B, seed
         As in :class:`LMUCell`. With trainable parameters the impulse response is
@@ -491,10 +493,15 @@ class LMUFeedforward(LegendreMemory):
     def _memory_by_recurrence(self, encoded, initial_memory=None, mask=None):
         """Exact step-by-step memory, for lengths unknown while tracing."""
         if not self._warned_unknown_length:
+            truncation = (
+                f" (exactly: truncate_ir={self.truncate_ir!r} does not apply)"
+                if self._truncates
+                else ""
+            )
             warnings.warn(
                 f"{self.name}: the sequence length is unknown while tracing, so the "
-                "memory is computed step by step; give the input a fixed length "
-                "(e.g. keras.Input((steps, features))) to compute it in parallel.",
+                f"memory is computed step by step{truncation}; give the input a fixed "
+                "length (e.g. keras.Input((steps, features))) to compute it in parallel.",
                 stacklevel=3,
             )
             self._warned_unknown_length = True

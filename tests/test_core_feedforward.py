@@ -96,6 +96,20 @@ def test_unknown_length_inside_a_traced_function_is_exact_and_warns(rng):
     assert_close(actual, layer(x), tolerance=TOLERANCE)
 
 
+def test_unknown_length_warning_says_a_truncation_does_not_apply(rng):
+    """(``model.predict`` on TensorFlow, traced with an unknown length from its second
+    length on, silently did not truncate what a direct call truncated)"""
+    if BACKEND != "tensorflow":
+        pytest.skip("only TensorFlow traces with an unknown length")
+    import tensorflow as tf
+
+    layer = keras_lmu.LMUFeedforward(1, 5, 8.0, None, conv_mode="raw", truncate_ir=1e-2)
+    x = rng.uniform(-1, 1, (2, 11, 1)).astype("float32")
+    function = tf.function(layer, input_signature=[tf.TensorSpec((None, None, 1), tf.float32)])
+    with pytest.warns(UserWarning, match=r"exactly: truncate_ir=0.01 does not apply"):
+        function(x)
+
+
 def test_unknown_length_under_a_mask_inside_a_traced_function(rng):
     """A mask and a length unknown while tracing: step by step, holding the memory at
     masked steps (Keras's TensorFlow scan failed on the mask as a second sequence)."""
