@@ -304,7 +304,7 @@ def euler_stability_bound(order: int) -> float:
     ``A`` is far from normal, so its eigenvalues computed in float64 (LAPACK's
     ``geev``) lose accuracy as the order grows. Against the roots of its characteristic
     polynomial refined in 800-digit arithmetic, the bound is within 1e-7 (relative) up
-    to order 256 and 1.3e-6 at order 512 (20,790.45 against 20,791.02: slightly low),
+    to order 256 and 2.7e-5 at order 512 (20,790.45 against 20,791.02: slightly low),
     but at order 1024 it is 66,306 here against 65,948.2 (0.5% high; 67,435 and 67,494
     from ``A``'s transpose and from ``diag(2i+1)^(-1/2) A diag(2i+1)^(1/2)``, which
     have the same eigenvalues), and it may differ with the LAPACK build. Near the bound
