@@ -34,7 +34,6 @@ Nengo is an optional dependency: ``pip install "keras-lmu3[nengo]"``.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -450,12 +449,14 @@ def _check_lmu_options(lmu) -> None:
 
 
 def _model_layers(model) -> list:
-    """The layers of ``model`` in order, checking that they form a single chain."""
+    """The layers of ``model`` in order, checking that they form a single chain and that
+    the network can reproduce each LMU's options."""
     import keras
 
     from keras_lmu.layer import LMU
 
     if isinstance(model, LMU):
+        _check_lmu_options(model)
         return [model]
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -521,7 +522,6 @@ def read_keras_model(model_or_layer) -> KerasLMUSpec:
         )
     if lmu.layer is None:
         raise ValueError(f"the LMU {lmu.name!r} is not built: call it on an input first")
-    _check_lmu_options(lmu)
     config = lmu.cell_config
     hidden_cell = lmu.hidden_cell
     hidden = None if hidden_cell is None else _dense_spec(hidden_cell, "the LMU's hidden_cell")
@@ -892,10 +892,7 @@ def delay_task(
     dt = validation.positive_finite("dt", dt)
     for name, value in (("high", high), ("rms", rms)):
         validation.positive_finite(name, value)
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
-        raise TypeError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
-    if not (math.isfinite(learning_rate) and learning_rate >= 0):
-        raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
+    learning_rate = validation.non_negative_finite("learning_rate", learning_rate)
     delay = theta / 2
     if not sim_time > delay:
         raise ValueError(

@@ -50,6 +50,15 @@ def positive_finite(name: str, value) -> float:
     return float(value)
 
 
+def non_negative_finite(name: str, value) -> float:
+    """Return ``value`` as a float, or raise if it is not a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def rate(name: str, value) -> float:
     """Return a dropout rate as a float, or raise if it is outside [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
