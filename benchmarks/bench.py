@@ -135,6 +135,8 @@ from parallel import (  # noqa: E402
     _proc_status_kib,
     accelerator,
     accelerator_memory,
+    positive_float,
+    positive_int,
     seed_everything,
     summary,
 )
@@ -191,41 +193,43 @@ def parse_args(argv=None):
         help="shrink every size (steps <= 16, batch <= 4, order <= 8, units <= 8): "
         "a smoke test of the harness, in seconds; timings mean nothing",
     )
-    parser.add_argument("--long-steps", type=int, nargs="+", help=f"default {LONG_STEPS}")
-    parser.add_argument("--repeats", type=int, default=10, help="most timed steps (10)")
-    parser.add_argument("--min-repeats", type=int, default=3, help="fewest timed steps (3)")
+    parser.add_argument("--long-steps", type=positive_int, nargs="+", help=f"default {LONG_STEPS}")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="most timed steps (10)")
+    parser.add_argument(
+        "--min-repeats", type=positive_int, default=3, help="fewest timed steps (3)"
+    )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=positive_float,
         default=2.0,
         help="seconds of timed training steps aimed for per process; inference gets "
         "as many steps as training, at most --repeats (default 2)",
     )
     parser.add_argument(
         "--slow-limit",
-        type=float,
+        type=positive_float,
         default=3.0,
         help="a process whose warm-up training step took longer than this many seconds "
         "gets --slow-repeats timed steps (default 3)",
     )
-    parser.add_argument("--slow-repeats", type=int, default=2, help="default 2")
+    parser.add_argument("--slow-repeats", type=positive_int, default=2, help="default 2")
     parser.add_argument(
         "--warmup-limit",
-        type=float,
+        type=positive_float,
         default=20.0,
         help="no warm-up step beyond the first (untimed) one where that took longer than "
         "this many seconds, and --slow-repeats timed steps (default 20)",
     )
     parser.add_argument(
         "--skip-limit",
-        type=float,
+        type=positive_float,
         default=120.0,
         help="time nothing more where the first training step took longer than this many "
         "seconds; the report gives that first step (default 120)",
     )
     parser.add_argument(
         "--very-slow-limit",
-        type=float,
+        type=positive_float,
         default=60.0,
         help="one timed step where the first step took longer than this (default 60)",
     )

@@ -34,15 +34,17 @@ import subprocess
 import sys
 import time
 
+from parallel import positive_int
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=("jax", "tensorflow", "torch"))
-    parser.add_argument("--repeats", type=int, default=9, help="timed calls of each kind")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=positive_int, default=9, help="timed calls of each kind")
+    parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument(
         "--piece-values",
-        type=int,
+        type=positive_int,
         nargs="*",
         default=[ONE_PIECE],
         help="complex values in one piece, for each copy compared with the default "

@@ -74,7 +74,7 @@ import time
 import warnings
 
 import numpy as np
-from parallel import accelerator
+from parallel import accelerator, positive_float, positive_int
 
 BACKENDS = ("jax", "tensorflow", "torch")
 PATHS = (
@@ -442,6 +442,9 @@ def print_summary(result: dict) -> None:
             f"({len(measured)} runs)"
         )
     checks = result["references"]
+    if not checks:
+        print("  nothing measured: every memory asked for was skipped (see above)")
+        return
     for key in ("response_doubling_vs_loop", "memory_fft_vs_recurrence", "last_fft_vs_sum"):
         print(f"  reference check {key}: worst {max(check[key] for check in checks):.1e}")
 
@@ -506,21 +509,25 @@ def markdown_report(files: list[str]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, help="re-run with KERAS_BACKEND set")
-    parser.add_argument("--orders", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--thetas", type=float, nargs="+", default=[100, 1000, 10000, 100000])
-    parser.add_argument("--steps", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--discretizers", nargs="+", default=["zoh", "euler"])
+    parser.add_argument("--orders", type=positive_int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument(
+        "--thetas", type=positive_float, nargs="+", default=[100, 1000, 10000, 100000]
+    )
+    parser.add_argument("--steps", type=positive_int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument(
+        "--discretizers", nargs="+", choices=("zoh", "euler"), default=["zoh", "euler"]
+    )
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--input", choices=("noise", "step"), default="noise")
     parser.add_argument(
         "--check-steps",
-        type=int,
+        type=positive_int,
         default=10_000,
         help="steps of the float64 recurrence that checks the reference for order > 256",
     )
     parser.add_argument(
         "--step-by-step-max-work",
-        type=int,
+        type=positive_int,
         default=STEP_BY_STEP_MAX_WORK,
         help="largest steps * order run by the recurrent path",
     )

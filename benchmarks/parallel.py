@@ -100,6 +100,28 @@ HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer of 1 or more (a count or a size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of 1 or more, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: a finite number above 0 (a time, a ratio or a limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (re-runs the script)")
@@ -111,35 +133,38 @@ def parse_args(argv=None):
         help=f"default: {' '.join(CASES)}",
     )
     parser.add_argument(
-        "--repeats", type=int, default=10, help="most timed steps per form (default 10)"
+        "--repeats", type=positive_int, default=10, help="most timed steps per form (default 10)"
     )
     parser.add_argument(
-        "--min-repeats", type=int, default=3, help="fewest timed steps per form (default 3)"
+        "--min-repeats",
+        type=positive_int,
+        default=3,
+        help="fewest timed steps per form (default 3)",
     )
     parser.add_argument(
         "--budget",
-        type=float,
+        type=positive_float,
         default=2.5,
         help="seconds of timed steps aimed for per form: slow forms get fewer repeats, "
         "down to --min-repeats (default 2.5)",
     )
     parser.add_argument(
         "--slow-limit",
-        type=float,
+        type=positive_float,
         default=60.0,
         help="psmnist-theta: time 1 step of the recurrence instead of 2 when its first "
         "step took longer than this many seconds (default 60)",
     )
     parser.add_argument(
         "--raw-stop",
-        type=float,
+        type=positive_float,
         default=3.0,
         help="conv-mode: stop timing raw at longer sequences once it is this many times "
         "slower than fft (default 3)",
     )
     parser.add_argument(
         "--raw-max-macs",
-        type=float,
+        type=positive_float,
         default=2e10,
         help="conv-mode: skip raw where the direct convolution's forward pass needs more "
         "multiply-adds (batch*memory_d*steps^2*order) than this (default 2e10; tens of "
@@ -147,25 +172,25 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--max-elements",
-        type=float,
+        type=positive_float,
         default=2**26,
         help="conv-mode: skip configurations whose memory sequence (batch*steps*memory_d"
         "*order) has more elements (default 2**26)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="threads for the backend's operations (default: the backend's choice); "
         "on a shared machine, PyTorch's default of one thread per core stalls whenever "
         "another process holds a core",
     )
     parser.add_argument(
         "--scan-orders",
-        type=int,
+        type=positive_int,
         nargs="+",
         help="scan: these orders only (memory_d 1, no memory_to_memory)",
     )
-    parser.add_argument("--scan-steps", type=int, nargs="+", help="scan: these lengths")
+    parser.add_argument("--scan-steps", type=positive_int, nargs="+", help="scan: these lengths")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--out", help="write the results as JSON to this path")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -231,6 +256,11 @@ def make_model(spec: dict, form: str):
         loss = "mse"
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(), loss=loss)
+    if form == "lmu-rnn":
+        # LMU draws its initial weights in another order than RNN(LMUCell) and
+        # LMUFeedforward, which agree: start from theirs.
+        reference, _, _ = make_model(spec, "rnn")
+        model.set_weights(reference.get_weights())
     rng = np.random.default_rng(spec.get("seed", 0))
     x = rng.standard_normal((batch, steps, features)).astype("float32")
     if masked:  # each sequence padded with zeros after half to all of the steps

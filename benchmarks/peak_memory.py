@@ -28,14 +28,17 @@ import os
 import resource
 import sys
 
+from bench import CASES
+from parallel import positive_int
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=("jax", "tensorflow", "torch"))
-    parser.add_argument("--case", default="seq-ff-full", help="a bench.py case")
-    parser.add_argument("--steps", type=int, default=3, help="training steps")
+    parser.add_argument("--case", choices=CASES, default="seq-ff-full", help="a bench.py case")
+    parser.add_argument("--steps", type=positive_int, default=3, help="training steps")
     parser.add_argument(
         "--joined",
         action="store_true",

@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from parallel import positive_int  # noqa: E402
 
 import keras_lmu  # noqa: E402
 
@@ -71,8 +72,8 @@ def make_forms(steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--steps", type=int, default=512)
+    parser.add_argument("--repeats", type=positive_int, default=7)
+    parser.add_argument("--steps", type=positive_int, default=512)
     args = parser.parse_args()
     sequence = jnp.asarray(
         np.random.default_rng(0).standard_normal((BATCH, args.steps, MEMORY_D)), jnp.float32

@@ -39,6 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
+from parallel import positive_int  # noqa: E402
 
 from keras_lmu import legendre  # noqa: E402
 
@@ -152,10 +153,10 @@ def build(group: int, steps: int, batch: int):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=784, help="sequence length (784)")
-    parser.add_argument("--batch", type=int, default=100, help="batch size (100)")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--group", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=784, help="sequence length (784)")
+    parser.add_argument("--batch", type=positive_int, default=100, help="batch size (100)")
     args = parser.parse_args(argv)
     if args.steps % args.group:
         parser.error(f"--group must divide --steps={args.steps}")

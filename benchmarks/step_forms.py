@@ -38,6 +38,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from parallel import positive_int  # noqa: E402
 
 from keras_lmu import legendre  # noqa: E402
 from keras_lmu import ops as lmu_ops  # noqa: E402
@@ -126,7 +127,7 @@ def training_step(step, x, kernel, weights):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=positive_int, default=9)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((STEPS, BATCH, MEMORY_D)), tf.float32)

@@ -28,6 +28,7 @@ import subprocess
 import sys
 
 import numpy as np
+from parallel import positive_float, positive_int
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,11 +63,15 @@ def memory_error(order: int, theta: float, scale: float, steps: int) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", help="re-run with KERAS_BACKEND set")
-    parser.add_argument("--orders", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--thetas", type=float, nargs="+", default=[100, 1000, 10000, 100000])
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.9, 1.1])
-    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument(
+        "--backend", choices=("jax", "tensorflow", "torch"), help="re-run with KERAS_BACKEND set"
+    )
+    parser.add_argument("--orders", type=positive_int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument(
+        "--thetas", type=positive_float, nargs="+", default=[100, 1000, 10000, 100000]
+    )
+    parser.add_argument("--scales", type=positive_float, nargs="+", default=[1.0, 0.9, 1.1])
+    parser.add_argument("--steps", type=positive_int, default=10_000)
     parser.add_argument("--out", help="JSON file for the rows")
     args = parser.parse_args(argv)
     if args.backend and os.environ.get("KERAS_BACKEND") != args.backend:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,6 +215,57 @@ def test_scan_weight_gradients_script_runs_and_its_gradients_agree():
     assert all(float(value) < 1e-4 for value in differences.values()), done.stdout
     timed = re.findall(r"^(.+): median \d+ ms", done.stdout, re.M)
     assert timed == ["default", "grouped (8 per iteration)", "weights-after-loop", "forward"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend is enough")
+@pytest.mark.parametrize(
+    "script, option, value, expected",
+    [
+        ("bench.py", "--repeats", "0", "expected an integer of 1 or more"),
+        ("parallel.py", "--budget", "nan", "expected a finite number above 0"),
+        ("numerics.py", "--discretizers", "exact", "invalid choice"),
+        ("peak_memory.py", "--case", "seq-ff", "invalid choice"),
+        ("scan_weight_gradients.py", "--group", "0", "expected an integer of 1 or more"),
+    ],
+)
+def test_benchmark_scripts_name_a_bad_option(script, option, value, expected):
+    command = [sys.executable, str(ROOT / "benchmarks" / script), option, value]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"argument {option}: {expected}" in done.stderr, done.stderr[-3000:]
+
+
+def test_numerics_script_reports_that_it_measured_nothing(tmp_path):
+    """Every memory asked for skipped (euler below its stability bound): the script
+    says so and writes its JSON."""
+    out = tmp_path / "numerics.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "numerics.py"), "--orders", "8"]
+    command += ["--thetas", "10", "--steps", "20", "--discretizers", "euler", "--out", str(out)]
+    command += ["--cache", str(tmp_path / "cache")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "nothing measured: every memory asked for was skipped" in done.stdout
+    assert json.loads(out.read_text())["rows"] == []
+
+
+def test_parallel_script_forms_start_from_the_same_weights(monkeypatch):
+    """``parallel.py`` compares the forms of one model: each form, ``LMU``'s step by
+    step one included (whose layer draws its weights in another order), starts from
+    the same weights and computes the same outputs."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import parallel
+
+    spec = dict(memory_d=2, order=8, theta=16, steps=24, batch=3, features=4, hidden=5)
+    spec.update(trainable_theta=True, memory_to_memory=True, return_sequences=True)
+    reference, x, _ = parallel.make_model(spec, "rnn")
+    expected = reference.predict_on_batch(x)
+    for form in ("lmu-rnn", "scan"):
+        model, _, _ = parallel.make_model(spec, form)
+        weights = model.get_weights()
+        assert len(weights) == len(reference.get_weights()) == 5
+        for weight, reference_weight in zip(weights, reference.get_weights(), strict=True):
+            np.testing.assert_array_equal(weight, reference_weight)
+        np.testing.assert_allclose(model.predict_on_batch(x), expected, atol=1e-5)
 
 
 #: A full run of the harness (every case, keras-lmu included) that the report tests
