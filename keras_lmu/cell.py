@@ -49,7 +49,11 @@ class LMUCell(DropoutRNNCell, LegendreMemory):
         last cell's output is fed back with ``hidden_to_memory``), a layer without
         state (e.g. ``Dense``), or None, in which case the output is the memory (plus
         the input when ``input_to_hidden``). Its states, however nested, are flat in
-        this cell's states ``[memory, *hidden_states]``.
+        this cell's states ``[memory, *hidden_states]``. With ``hidden_to_memory``,
+        ``h_{t-1}`` is read from the cell's first state (its last cell's, in a
+        ``StackedRNNCells``), which Keras's cells keep equal to their output: a cell of
+        one's own must do the same. A layer without state must output
+        ``(batch, features)``.
     trainable_theta : bool
         Learn ``theta`` through the weight ``theta_inv = 1 / theta``.
     hidden_to_memory, memory_to_memory, input_to_hidden : bool

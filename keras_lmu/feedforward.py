@@ -153,6 +153,7 @@ class LMUFeedforward(LegendreMemory):
     def build(self, input_shape):
         _, steps, input_d = validation.sequence_shape(self.name, input_shape)
         self._build_memory(int(input_d))
+        self._check_hidden_output(int(input_d))
         hidden_input = (None, steps, self._hidden_input_size(int(input_d)))
         if self._hidden_is_rnn_cell:
             self.hidden_rnn.build(hidden_input)

@@ -185,8 +185,47 @@ class LegendreMemory(keras.layers.Layer):
         return [self._hidden_output_size(input_d)]
 
     def _build_hidden(self, input_d: int):
+        self._check_hidden_output(input_d)
         if self.hidden_cell is not None and not self.hidden_cell.built:
             self.hidden_cell.build((None, self._hidden_input_size(input_d)))
+
+    def _check_hidden_output(self, input_d: int) -> None:
+        """Refuse a hidden component whose output the LMU cannot use.
+
+        A layer without state must output ``(batch, features)`` for its
+        ``(batch, memory_d * order [+ input_d])`` input. With ``hidden_to_memory``, an RNN
+        cell's previous output ``h_{t-1}`` is read from its states: the first (Keras's
+        cells return their output as their first state; a ``StackedRNNCells``, its last
+        cell's), which must then be of the output's size.
+        """
+        cell = self.hidden_cell
+        if cell is None:
+            return
+        if self._hidden_is_rnn_cell:
+            if not self.hidden_to_memory:
+                return
+            index = hidden_cells.output_state_index(cell)
+            state_size = hidden_cells.state_sizes(cell)[index]
+            size = hidden_cells.output_size(cell)
+            if state_size != size:
+                raise ValueError(
+                    f"hidden_to_memory feeds the hidden cell's previous output back into "
+                    f"the memory, read from its state {index} (Keras's cells return their "
+                    f"output as their first state), but hidden_cell {cell.name!r} outputs "
+                    f"{size} features and that state has {state_size}: give a cell whose "
+                    "first state is its output, or hidden_to_memory=False"
+                )
+            return
+        input_shape = (None, self._hidden_input_size(input_d))
+        try:
+            shape = tuple(cell.compute_output_shape(input_shape))
+        except NotImplementedError:
+            return
+        if len(shape) != 2:
+            raise ValueError(
+                f"hidden_cell {cell.name!r} must output (batch, features) for its input of "
+                f"shape {input_shape}, got shape {shape}"
+            )
 
     # -- weights ----------------------------------------------------------------
 

@@ -114,7 +114,23 @@ def hidden_layer(value):
             f"not the layer {type(value).__name__!r}, which runs {loops} over a sequence: "
             "the LMU gives its hidden cell one step at a time"
         )
+    if value is not None and not hasattr(value, "state_size") and _call_takes_states(value):
+        raise TypeError(
+            f"hidden_cell {value.name!r} takes states in its call but has no state_size: "
+            "an RNN cell needs a state_size attribute (and output_size where its output "
+            "is not the size of its first state), as keras.layers.SimpleRNNCell has"
+        )
     return value
+
+
+def _call_takes_states(layer) -> bool:
+    """Whether ``layer.call`` has a ``states`` parameter, as an RNN cell's does."""
+    import inspect
+
+    try:
+        return "states" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def sequence_shape(layer_name: str, input_shape) -> tuple:

@@ -149,6 +149,67 @@ def test_hidden_layer_with_its_own_loop_is_refused(cls, hidden):
         construct(cls, hidden_cell=hidden)
 
 
+class _CellWithOutputSecond(keras.layers.Layer):
+    """An RNN cell whose states are ``[c, h]`` and whose output is ``h``, the second."""
+
+    def __init__(self, c_size, **kwargs):
+        super().__init__(**kwargs)
+        self.state_size, self.output_size = [c_size, 3], 3
+
+    def call(self, inputs, states):
+        c, h = states
+        h = keras.ops.tanh(inputs[:, :3] + h)
+        return h, [c, h]
+
+
+class _CellWithoutStateSize(keras.layers.Layer):
+    def call(self, inputs, states):
+        return inputs, states
+
+
+def _sequence_layer(layer, hidden, **options):
+    memory = dict(memory_d=2, order=3, theta=4.0, hidden_cell=hidden, **options)
+    if layer == "RNN(LMUCell)":
+        return keras.layers.RNN(keras_lmu.LMUCell(**memory))
+    return getattr(keras_lmu, layer)(**memory)
+
+
+@pytest.mark.parametrize("layer", ["LMU", "RNN(LMUCell)"])
+def test_hidden_cell_whose_output_is_not_its_first_state_is_refused_with_hidden_to_memory(
+    layer,
+):
+    """``h_{t-1}`` is read from the cell's first state: a cell whose first state has
+    another size than its output (it failed inside a matrix product) is refused; without
+    ``hidden_to_memory`` it runs."""
+    x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype("float32")
+    with pytest.raises(
+        ValueError, match="hidden_cell '.*' outputs 3 features and that state has 5"
+    ):
+        _sequence_layer(layer, _CellWithOutputSecond(5), hidden_to_memory=True)(x)
+    outputs = _sequence_layer(layer, _CellWithOutputSecond(5))(x)
+    assert tuple(outputs.shape) == (2, 3)
+
+
+@pytest.mark.parametrize("layer", ["LMU", "LMUFeedforward", "RNN(LMUCell)"])
+@pytest.mark.parametrize(
+    "hidden",
+    [keras.layers.Reshape((2, 3)), keras.layers.Embedding(10, 4)],
+    ids=["reshape", "embedding"],
+)
+def test_hidden_layer_must_output_batch_by_features(layer, hidden):
+    """Accepted before with ``return_sequences=False`` (outputs and states of the wrong
+    shape; an ``Embedding`` cast the memory to indices), a backend's error otherwise."""
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"hidden_cell '.*' must output \(batch, features\)"):
+        _sequence_layer(layer, hidden)(x)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_hidden_cell_without_state_size_is_refused(cls):
+    with pytest.raises(TypeError, match="takes states in its call but has no state_size"):
+        construct(cls, hidden_cell=_CellWithoutStateSize())
+
+
 def test_feedforward_refuses_hidden_to_memory():
     """A hidden state fed back to the memory needs the step-by-step form."""
     hidden = keras.layers.Dense(3)
