@@ -191,6 +191,7 @@ def _add_psmnist_commands(subcommands) -> None:
     _add_backend_argument(train)
     train.add_argument(
         "--out",
+        type=_path,
         default="psmnist_run",
         help="folder for the model, curves and metrics (default: %(default)s)",
     )
@@ -301,7 +302,7 @@ def _add_psmnist_commands(subcommands) -> None:
         description="Load a .keras model saved by 'keras-lmu psmnist train' and print "
         "its accuracy on the 10000 psMNIST test images. " + data_note,
     )
-    evaluate.add_argument("model_path", metavar="MODEL", help="the .keras file")
+    evaluate.add_argument("model_path", type=_path, metavar="MODEL", help="the .keras file")
     _add_backend_argument(evaluate)
     evaluate.add_argument(
         "--eval-size",
@@ -369,6 +370,7 @@ def _add_demo_command(subcommands) -> None:
     )
     demo.add_argument(
         "--model",
+        type=_path,
         default=None,
         metavar="PATH",
         help=f"the saved model to score first (default: {SHIPPED_MODEL} of the "
@@ -376,6 +378,7 @@ def _add_demo_command(subcommands) -> None:
     )
     demo.add_argument(
         "--out",
+        type=_path,
         default=DEMO_OUT,
         metavar="DIR",
         help="folder for the figures (default: %(default)s)",
@@ -415,7 +418,7 @@ def _add_plot_basis_command(subcommands) -> None:
         help=f"length of the window, in steps (a positive number up to {MAX_PLOT_THETA:,.0f})",
     )
     command.add_argument(
-        "--out", required=True, metavar="FILE", help="the figure's file, e.g. basis.png"
+        "--out", type=_path, required=True, metavar="FILE", help="the figure's file, e.g. basis.png"
     )
     command.set_defaults(run=run_plot_basis, needs_backend=False)
 
@@ -488,6 +491,7 @@ def _add_mackey_glass_command(subcommands) -> None:
     )
     command.add_argument(
         "--out",
+        type=_path,
         default=None,
         metavar="DIR",
         help=f"folder to write the results to: {mg.RESULTS_FILE}, and {mg.PLOT_FILE} "
@@ -531,6 +535,7 @@ def _add_nengo_demo_command(subcommands) -> None:
     )
     command.add_argument(
         "--out",
+        type=_path,
         default=NENGO_DEMO_OUT,
         metavar="FILE",
         help="the figure's file (default: %(default)s)",
@@ -604,6 +609,13 @@ _positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
 _positive_float = _number_type(float, lambda value: 0 < value < float("inf"), "a positive number")
 _non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
 _rate = _number_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+
+
+def _path(text: str) -> str:
+    """An argparse type: a path, not empty (``Path("")`` is the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 #: ``--train-size`` up to :data:`MAX_TRAIN_SIZE`; ``plot-basis --theta`` and
@@ -716,9 +728,11 @@ def _figure_file_problem(path: Path, plots) -> str | None:
     extension = path.suffix.lstrip(".").lower()
     formats = plots.supported_formats()
     if extension and extension not in formats:
-        return (
-            f"matplotlib writes no .{extension} files; give FILE one of the extensions "
-            + ", ".join("." + name for name in formats)
+        why = f"matplotlib writes no .{extension} files"
+        if extension == "pgf":  # (left out by supported_formats)
+            why = "matplotlib writes .pgf files with a TeX program that is not installed here"
+        return f"{why}; give FILE one of the extensions " + ", ".join(
+            "." + name for name in formats
         )
     if path.is_dir():
         return "it is a folder; give a file name"

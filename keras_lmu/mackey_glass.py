@@ -248,9 +248,8 @@ def build_lmu_model(
     Parameters
     ----------
     steps : int, optional
-        Length of the input sequences. A fixed length lets the memory be computed
-        in parallel; None accepts any length (the memory is then computed step by
-        step).
+        Length of the input sequences, or None for any length. Either way the
+        memory is computed in parallel unless ``hidden_to_memory``.
     units : int
         Size of each ``SimpleRNNCell`` (tanh).
     order : int

@@ -42,10 +42,19 @@ def make_output_folder(out: Path, files: Sequence[str] = ()) -> bool:
         print(f"error: cannot write files in the output folder {out}: {problem}", file=sys.stderr)
         return False
     for name in files:
-        if (out / name).is_dir():
+        path = out / name
+        if path.is_dir():
             print(
-                f"error: {out / name} is a folder, where the command writes its file {name}; "
+                f"error: {path} is a folder, where the command writes its file {name}; "
                 "remove it or give another --out",
+                file=sys.stderr,
+            )
+            return False
+        if path.is_symlink() and not path.resolve().parent.is_dir():
+            print(
+                f"error: {path} is a link to {path.readlink()}, in a folder that does not "
+                f"exist, where the command writes its file {name}; remove it or give "
+                "another --out",
                 file=sys.stderr,
             )
             return False

@@ -4,6 +4,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -169,6 +170,12 @@ def test_default_model_is_the_shipped_one():
         (["plot-basis", "--order", "1025", "--theta", "5", "--out", "b.png"], "up to 1024, got"),
         (["plot-basis", "--order", "3", "--theta", "5"], "arguments are required: --out"),
         (["plot-basis", "--out", "b.png"], "arguments are required: --order, --theta"),
+        # Path("") is the current folder, where these wrote their files
+        (["psmnist", "train", "--out", ""], "--out: expected a path, got an empty string"),
+        (["mackey-glass", "--out", ""], "--out: expected a path, got an empty string"),
+        (["demo", "--out", ""], "--out: expected a path, got an empty string"),
+        (["nengo-demo", "--out", ""], "--out: expected a path, got an empty string"),
+        (["psmnist", "evaluate", ""], "MODEL: expected a path, got an empty string"),
     ],
 )
 def test_bad_arguments_exit_2(argv, message, capsys):
@@ -565,6 +572,13 @@ def test_plot_basis_needs_no_backend(monkeypatch, tmp_path, capsys):
     "name, message",
     [
         ("basis.xyz", "matplotlib writes no .xyz files; give FILE one of the extensions"),
+        pytest.param(
+            "basis.pgf",
+            "matplotlib writes .pgf files with a TeX program that is not installed here",
+            marks=pytest.mark.skipif(
+                shutil.which("xelatex") is not None, reason="a TeX program is installed"
+            ),
+        ),
         ("a_file/basis.png", "cannot create the folder"),
         ("a_folder", "cannot write"),
     ],

@@ -65,6 +65,19 @@ def test_output_folder_that_cannot_be_written_in_is_refused(unwritable_folder, t
     assert list((tmp_path / "new" / "folder").iterdir()) == []  # the check leaves nothing
 
 
+def test_output_file_linked_into_a_missing_folder_is_refused(tmp_path, capsys):
+    """A link in place of an output file that points into a folder that does not exist
+    (writing it failed after training); a link to a file that can be made is kept."""
+    (tmp_path / "results.json").symlink_to(tmp_path / "missing" / "results.json")
+    assert not make_output_folder(tmp_path, ("results.json",))
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'results.json'} is a link to ")
+    assert "in a folder that does not exist" in err
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "results.json").symlink_to(tmp_path / "elsewhere.json")
+    assert make_output_folder(tmp_path, ("results.json",))
+
+
 def test_missing_folders_lists_what_make_output_folder_makes(tmp_path):
     out = tmp_path / "a" / "b" / "c"
     assert training.missing_folders(out) == [out, out.parent, out.parent.parent]
