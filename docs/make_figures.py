@@ -21,7 +21,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder to write the figures to")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out '{args.out}' is a file; give a folder")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out: cannot create the folder '{args.out}': {error}")
     path = args.out / "legendre.png"
     make_legendre_figure(path)
     print(f"wrote {path}")

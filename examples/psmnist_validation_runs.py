@@ -9,7 +9,8 @@ first N of each, for a quick check). The test images are never scored: runs made
 compare configurations cannot leak them. After every epoch the run's
 curves go to ``OUT/NAME.json``; at the end the best epoch's weights go to
 ``OUT/NAME.keras``. ``--deadline`` stops a run after the epoch that passes it, so a
-batch of runs fits a fixed time (the JSON says how many epochs were done).
+batch of runs fits a fixed time (the JSON says how many epochs were done; ``--deadline
+0`` stops after epoch 1).
 
     python examples/psmnist_validation_runs.py --model paper --schedule cosine \\
         --seed 1 --clipnorm 1 --out runs/paper-sweep
@@ -22,8 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
+
+from keras_lmu.validation import command_line_number
+
+_positive_int = command_line_number(int, lambda value: value >= 1, "an integer of 1 or more")
+_seed = command_line_number(int, lambda value: 0 <= value < 2**32, "an integer from 0 to 2**32 - 1")
+_positive = command_line_number(float, lambda value: 0 < value < math.inf, "a positive number")
+_non_negative = command_line_number(
+    float, lambda value: 0 <= value < math.inf, "a number of 0 or more"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,22 +43,30 @@ def main(argv: list[str] | None = None) -> int:
         "--model", choices=("paper", "lstm", "parallel", "stacked"), default="paper"
     )
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--clipnorm", type=float, default=None)
-    parser.add_argument("--train-size", type=int, default=None, help="first N training images")
+    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--epochs", type=_positive_int, default=None)
+    parser.add_argument("--batch-size", type=_positive_int, default=None)
+    parser.add_argument("--learning-rate", type=_positive, default=1e-3)
+    parser.add_argument("--clipnorm", type=_positive, default=None)
     parser.add_argument(
-        "--validation-size", type=int, default=None, help="first N validation images"
+        "--train-size", type=_positive_int, default=None, help="first N training images"
     )
-    parser.add_argument("--deadline", type=float, default=None, help="seconds")
+    parser.add_argument(
+        "--validation-size", type=_positive_int, default=None, help="first N validation images"
+    )
+    parser.add_argument(
+        "--deadline", type=_non_negative, default=None, help="seconds (0: stop after epoch 1)"
+    )
     parser.add_argument("--name", default=None, help="file names (default: from the options)")
-    parser.add_argument("--out", default="psmnist_validation_runs")
+    parser.add_argument("--out", default="psmnist_validation_runs", help="folder")
     args = parser.parse_args(argv)
-    for option in ("train_size", "validation_size"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out!r} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out: cannot create the folder {args.out!r}: {error}")
 
     import keras
 
@@ -55,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     from keras_lmu.datasets import load_psmnist
 
     stepwise = args.model in ("paper", "lstm")
-    epochs = args.epochs or (psmnist.PAPER_EPOCHS if stepwise else psmnist.PARALLEL_EPOCHS)
-    batch_size = args.batch_size or (
-        psmnist.PAPER_BATCH_SIZE if stepwise else psmnist.PARALLEL_BATCH_SIZE
-    )
+    epochs = args.epochs
+    if epochs is None:
+        epochs = psmnist.PAPER_EPOCHS if stepwise else psmnist.PARALLEL_EPOCHS
+    batch_size = args.batch_size
+    if batch_size is None:
+        batch_size = psmnist.PAPER_BATCH_SIZE if stepwise else psmnist.PARALLEL_BATCH_SIZE
     name = args.name or f"{args.model}-{args.schedule}-seed{args.seed}"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     (x_train, y_train), (x_val, y_val), _ = load_psmnist()
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
@@ -148,9 +167,11 @@ def build_stacked_model(learning_rate: float, training_steps: int | None, seed: 
     features = keras_lmu.LMU(
         memory_d=8, order=256, theta=psmnist.STEPS, hidden_cell=None, name="lmu_last"
     )(features)
-    features = keras.layers.Dropout(0.1, seed=seed * 1000)(features)
+    # One seed per dropout layer, below 2**31 (PyTorch's seeds are int32), as in
+    # psmnist.build_parallel_model.
+    features = keras.layers.Dropout(0.1, seed=(seed * 1000) % 2**31)(features)
     features = keras.layers.Dense(64, activation="relu")(features)
-    features = keras.layers.Dropout(0.3, seed=seed * 1000 + 1)(features)
+    features = keras.layers.Dropout(0.3, seed=(seed * 1000 + 1) % 2**31)(features)
     outputs = keras.layers.Dense(10, name="logits")(features)
     model = keras.Model(inputs, outputs, name="psmnist_stacked")
     psmnist.compile_classifier(

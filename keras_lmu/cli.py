@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keras_lmu import command_backend
+from keras_lmu.validation import command_line_number
 
 if TYPE_CHECKING:
     import keras
@@ -225,7 +226,7 @@ def _add_psmnist_commands(subcommands) -> None:
     )
     train.add_argument(
         "--order",
-        type=_number_type(
+        type=command_line_number(
             int,
             lambda value: 0 < value <= psmnist.STEPS,
             f"a positive integer up to {psmnist.STEPS}",
@@ -461,7 +462,7 @@ def _add_mackey_glass_command(subcommands) -> None:
     )
     command.add_argument(
         "--steps",
-        type=_number_type(
+        type=command_line_number(
             int,
             lambda value: mg.AHEAD < value <= mg.MAX_STEPS,
             f"an integer in [{mg.AHEAD + 1}, {mg.MAX_STEPS:,}]",
@@ -581,34 +582,22 @@ def run_nengo_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _number_type(convert, accepts, expected: str):
-    """An argparse type: ``convert(text)`` when ``accepts`` it, else an error that
-    says it ``expected`` ... (e.g. "a positive integer") and repeats the text."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _integer_at_least(minimum: int):
     """argparse type: an integer >= ``minimum``."""
-    return _number_type(int, lambda value: value >= minimum, f"an integer >= {minimum}")
+    return command_line_number(int, lambda value: value >= minimum, f"an integer >= {minimum}")
 
 
 #: argparse types of the numeric options.
 _non_negative_int = _integer_at_least(0)
-_seed = _number_type(int, lambda value: 0 <= value < 2**32, "an integer in [0, 2**32 - 1]")
-_positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
-_positive_float = _number_type(float, lambda value: 0 < value < float("inf"), "a positive number")
-_non_negative_float = _number_type(float, lambda value: 0 <= value < float("inf"), "a number >= 0")
-_rate = _number_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+_seed = command_line_number(int, lambda value: 0 <= value < 2**32, "an integer in [0, 2**32 - 1]")
+_positive_int = command_line_number(int, lambda value: value > 0, "a positive integer")
+_positive_float = command_line_number(
+    float, lambda value: 0 < value < float("inf"), "a positive number"
+)
+_non_negative_float = command_line_number(
+    float, lambda value: 0 <= value < float("inf"), "a number >= 0"
+)
+_rate = command_line_number(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
 def _path(text: str) -> str:
@@ -620,15 +609,15 @@ def _path(text: str) -> str:
 
 #: ``--train-size`` up to :data:`MAX_TRAIN_SIZE`; ``plot-basis --theta`` and
 #: ``--order`` up to :data:`MAX_PLOT_THETA` and :data:`MAX_PLOT_ORDER`.
-_train_size = _number_type(
+_train_size = command_line_number(
     int, lambda value: 0 < value <= MAX_TRAIN_SIZE, f"a positive integer up to {MAX_TRAIN_SIZE}"
 )
-_window_length = _number_type(
+_window_length = command_line_number(
     float,
     lambda value: 0 < value <= MAX_PLOT_THETA,
     f"a positive number up to {MAX_PLOT_THETA:,.0f}",
 )
-_plot_order = _number_type(
+_plot_order = command_line_number(
     int, lambda value: 0 < value <= MAX_PLOT_ORDER, f"a positive integer up to {MAX_PLOT_ORDER}"
 )
 

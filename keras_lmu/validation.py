@@ -13,6 +13,29 @@ if TYPE_CHECKING:
     import keras
 
 
+def command_line_number(convert, accepts, expected: str):
+    """An ``argparse`` type: ``convert(text)`` when ``accepts`` it, else an error that
+    says it ``expected`` ... (e.g. "a positive integer") and repeats the text.
+
+    Examples
+    --------
+    >>> parser.add_argument("--epochs", type=command_line_number(int, lambda n: n > 0,
+    ...                     "a positive integer"))  # doctest: +SKIP
+    """
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def flag(name: str, value) -> bool:
     """Return ``value`` as a bool, or raise if it is not True or False (or 1 or 0):
     ``bool("False")`` is True, so a string is refused rather than read."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -117,3 +118,46 @@ def test_torch_distributed_data_parallel():
     results = run_example("torch_ddp.py", "--processes", "2", "--optimizer", "adam")
     assert_same_training(results)
     assert all(result["processes"] == 2 for result in results)
+
+
+def free_port() -> int:
+    """A TCP port free on localhost right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_as_one_host(script: str, *arguments: str, env: dict | None = None) -> None:
+    """Run ``examples/distributed/SCRIPT ARGUMENTS`` as the one host of a cluster."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *arguments],
+        env={**os.environ, "KERAS_BACKEND": BACKEND, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@only_on("jax")
+def test_jax_host_command_creates_its_output_folder(tmp_path):
+    """docs/distributed.md's command for one of several hosts, in a cluster of one:
+    process 0 saves its weights in the --out folder, which did not exist."""
+    out = tmp_path / "runs" / "weights"
+    arguments = ["--process", "0", "--processes", "1", "--coordinator", f"localhost:{free_port()}"]
+    run_as_one_host("jax_multi_process.py", *arguments, "--out", str(out))
+    assert (out / "parallel.npz").is_file()
+
+
+@only_on("tensorflow")
+def test_tf_worker_command_creates_its_output_folder(tmp_path):
+    """docs/distributed.md's command for one worker of TF_CONFIG, in a cluster of one:
+    the chief saves its weights in the --out folder, which did not exist."""
+    out = tmp_path / "runs" / "weights"
+    config = {
+        "cluster": {"worker": [f"localhost:{free_port()}"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    env = {"TF_CONFIG": json.dumps(config)}
+    run_as_one_host("tf_multi_worker.py", "--worker", "--out", str(out), env=env)
+    assert (out / "parallel.npz").is_file()

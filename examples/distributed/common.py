@@ -9,6 +9,7 @@ devices.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -23,6 +24,59 @@ TRAIN_STEPS = 4
 #: The two LMU forms, both with a trainable theta: memory in parallel (Dense hidden
 #: component), or step by step (SimpleRNNCell feeding back into the memory).
 PATHS = ("parallel", "recurrent")
+
+
+def integer_at_least(minimum: int):
+    """An argparse type: an integer of ``minimum`` or more, else an error quoting the
+    text ("expected an integer of 1 or more, got '0'"). (Keras is not imported here:
+    the scripts set up their devices first.)"""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer of {minimum} or more, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def divisors(size: int) -> str:
+    """The divisors of ``size``, as text: "1, 2, 4 or 8"."""
+    found = [str(divisor) for divisor in range(1, size + 1) if size % divisor == 0]
+    return found[0] if len(found) == 1 else f"{', '.join(found[:-1])} or {found[-1]}"
+
+
+def batch_split_problem(count: int) -> str | None:
+    """Why every global batch of ``BATCH`` cannot be split into ``count`` equal shares.
+
+    Returns
+    -------
+    str or None
+        "the batch of 8 does not split into 3 (give 1, 2, 4 or 8)", or None when it
+        splits.
+    """
+    if count >= 1 and BATCH % count == 0:
+        return None
+    return f"the batch of {BATCH} does not split into {count} (give {divisors(BATCH)})"
+
+
+def make_output_folder(parser: argparse.ArgumentParser, out: str) -> None:
+    """Create the folder that ``--out`` names (and its parents) if it is missing.
+
+    Stops with ``parser.error`` naming ``--out`` when ``out`` is a file or cannot be
+    created, so that a run never trains and then fails to save.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"--out {out!r} is a file; give a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out: cannot create the folder {out!r}: {error}")
 
 
 def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 Trains the same model from the same initial weights on the same batches twice: on
 one device, then with every batch split across all devices (the weights replicated
 on each), and prints the largest difference between the two sets of final weights.
-Without accelerators, ``--devices N`` (default 2) simulates N CPU devices by setting
+Without accelerators, ``--devices N`` (default 2; N must divide the batch of 8)
+simulates N CPU devices by setting
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX is imported::
 
     python examples/distributed/jax_data_parallel.py --path parallel --optimizer adam
@@ -18,6 +19,8 @@ import argparse
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def use_host_devices(count: int) -> None:
@@ -49,18 +52,18 @@ def compare(path: str, optimizer: str) -> dict:
         two runs), ``max_change`` (largest change of a weight in training),
         ``devices`` and ``replicated_on`` (devices holding each weight).
     """
+    import common
     import jax
     import keras
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import common
-
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"needs KERAS_BACKEND=jax, not {keras.backend.backend()}")
+    devices = jax.devices()
+    if problem := common.batch_split_problem(len(devices)):
+        raise ValueError(f"{len(devices)} devices: {problem}")
     inputs, targets = common.make_data()
     one_device = common.train_on_one_device(path, optimizer)
 
-    devices = jax.devices()
     distribution = keras.distribution.DataParallel(devices=devices)
     with distribution.scope():
         distributed = common.build_model(path)
@@ -75,12 +78,21 @@ def compare(path: str, optimizer: str) -> dict:
 
 def main() -> None:
     """Command line: print the comparison for each path asked for."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent", "both"), default="both")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--devices", type=int, default=2, help="simulated CPU devices; 0: real")
+    parser.add_argument(
+        "--devices",
+        type=common.integer_at_least(0),
+        default=2,
+        help="simulated CPU devices, a divisor of the batch of 8; 0: the real ones",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per path")
     arguments = parser.parse_args()
+    if arguments.devices > 0 and (problem := common.batch_split_problem(arguments.devices)):
+        parser.error(f"--devices: {problem}")
     use_host_devices(arguments.devices)
     paths = ("parallel", "recurrent") if arguments.path == "both" else (arguments.path,)
     for path in paths:

@@ -10,7 +10,8 @@ difference between the two sets of final weights::
     python examples/distributed/jax_model_parallel.py --path recurrent --mesh 2 2
 
 ``--mesh BATCH MODEL`` (default ``1 2``) is the shape of the device mesh; without
-accelerators, as many CPU devices are simulated (``XLA_FLAGS``).
+accelerators, as many CPU devices are simulated (``XLA_FLAGS``). BATCH must divide the
+batch of 8 and MODEL the weights' dimensions split over it (see ``SHARDED_SIZE``).
 
 The weights' paths, from ``[weight.path for weight in model.weights]``::
 
@@ -30,6 +31,8 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 #: Regular expression on a weight's path -> how its axes are sharded over the mesh.
 #: The LMU's input kernel (input_d, memory_d) is sharded along memory_d where the
 #: model has more than one memory (memory_d=1 in the recurrent path's kernel cannot
@@ -41,6 +44,10 @@ LAYOUT = {
     r".*/hidden/recurrent_kernel": (None, "model"),
     r".*/hidden/bias": ("model",),
 }
+#: The size of the smallest weight dimension that LAYOUT splits over the "model" axis,
+#: which the axis's devices must divide: the parallel path's LMU kernel (3, 2) along
+#: memory_d, the recurrent path's hidden weights along their 8 units.
+SHARDED_SIZE = {"parallel": 2, "recurrent": 8}
 
 
 def use_host_devices(count: int) -> None:
@@ -75,11 +82,9 @@ def compare(path: str, optimizer: str, mesh_shape: tuple[int, int] = (1, 2)) -> 
         ``sharded`` (path of each weight split over the "model" axis -> its
         partition spec).
     """
+    import common
     import jax
     import keras
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import common
 
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"needs KERAS_BACKEND=jax, not {keras.backend.backend()}")
@@ -111,16 +116,34 @@ def compare(path: str, optimizer: str, mesh_shape: tuple[int, int] = (1, 2)) -> 
 
 def main() -> None:
     """Command line: print the comparison for each path asked for."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent", "both"), default="both")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--mesh", type=int, nargs=2, default=(1, 2), metavar=("BATCH", "MODEL"))
+    parser.add_argument(
+        "--mesh",
+        type=common.integer_at_least(1),
+        nargs=2,
+        default=(1, 2),
+        metavar=("BATCH", "MODEL"),
+        help="BATCH divides the batch of 8; MODEL divides 2 (parallel path) or 8 (recurrent)",
+    )
     parser.add_argument("--real-devices", action="store_true", help="do not simulate devices")
     parser.add_argument("--json", action="store_true", help="print one JSON line per path")
     arguments = parser.parse_args()
     mesh_shape = tuple(arguments.mesh)
-    use_host_devices(0 if arguments.real_devices else mesh_shape[0] * mesh_shape[1])
     paths = ("parallel", "recurrent") if arguments.path == "both" else (arguments.path,)
+    if problem := common.batch_split_problem(mesh_shape[0]):
+        parser.error(f"--mesh: BATCH: {problem}")
+    for path in paths:
+        if SHARDED_SIZE[path] % mesh_shape[1]:
+            parser.error(
+                f"--mesh: MODEL {mesh_shape[1]} does not divide {SHARDED_SIZE[path]}, the "
+                f"size of the {path} path's weights split over the model axis (give "
+                f"{common.divisors(SHARDED_SIZE[path])})"
+            )
+    use_host_devices(0 if arguments.real_devices else mesh_shape[0] * mesh_shape[1])
     for path in paths:
         result = compare(path, arguments.optimizer, mesh_shape)
         if arguments.json:

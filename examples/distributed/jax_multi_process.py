@@ -9,6 +9,9 @@ feeding ``model.fit`` its own share of every global batch. On two machines::
     KERAS_BACKEND=jax python jax_multi_process.py --process INDEX --processes 2 \\
         --coordinator host0:12345 --out weights
 
+(``--processes`` must divide the global batch of 8; process 0 saves its final
+weights in the ``--out`` folder, created if missing.)
+
 (``keras.distribution.initialize`` calls ``jax.distributed.initialize``; on a
 cluster that JAX recognises, such as Slurm or Cloud TPU, it needs no arguments.)
 Without ``--process``, this script stands in for two hosts on one machine: it starts
@@ -34,13 +37,16 @@ def run_process(
     index: int, processes: int, coordinator: str, path: str, optimizer: str, out: str
 ) -> None:
     """Train as process ``index`` of ``processes``; process 0 saves the final weights
-    to ``out/PATH.npz``."""
+    to ``out/PATH.npz`` (the folder must exist)."""
+    import common
+
+    if problem := common.batch_split_problem(processes):
+        raise ValueError(problem)
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import jax
 
     # CPU devices of different processes reach each other through gloo.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    import common
     import keras
     import numpy as np
 
@@ -113,16 +119,39 @@ def compare(path: str, optimizer: str, processes: int = 2, timeout: float = 300)
 
 def main() -> None:
     """Command line: one process (``--process``), or the local comparison."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent"), default="parallel")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--process", type=int, help="this process's index (0 coordinates)")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--process", type=common.integer_at_least(0), help="this process's index (0 coordinates)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=common.integer_at_least(1),
+        default=2,
+        help="a divisor of the batch of 8",
+    )
     parser.add_argument("--coordinator", help="host:port of process 0 (with --process)")
-    parser.add_argument("--out", help="folder for process 0's weights (with --process)")
+    parser.add_argument("--out", help="folder for process 0's weights (needed with --process)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     arguments = parser.parse_args()
-    if arguments.process is not None:
+    if problem := common.batch_split_problem(arguments.processes):
+        parser.error(f"--processes: {problem}")
+    if arguments.process is None:
+        for option in ("coordinator", "out"):
+            if getattr(arguments, option) is not None:
+                parser.error(f"--{option} is only used with --process")
+    else:
+        if arguments.process >= arguments.processes:
+            parser.error(
+                f"--process: expected an index below --processes ({arguments.processes}), "
+                f"got {arguments.process}"
+            )
+        if arguments.out is None:
+            parser.error("--out is required with --process (the folder for the weights)")
+        common.make_output_folder(parser, arguments.out)
         run_process(
             arguments.process,
             arguments.processes,

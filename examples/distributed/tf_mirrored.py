@@ -5,7 +5,8 @@ each global batch across the replicas; Keras sums the replicas' gradients of los
 already divided by the global batch size, so the update equals one device's. The
 script trains the same model from the same initial weights on one device and
 mirrored, and prints the largest difference between the two sets of final weights.
-Without GPUs, ``--replicas N`` (default 2) splits the CPU into N logical devices::
+Without GPUs, ``--replicas N`` (default 2; N must divide the batch of 8) splits the CPU
+into N logical devices::
 
     KERAS_BACKEND=tensorflow python examples/distributed/tf_mirrored.py --path both
 
@@ -18,6 +19,8 @@ import argparse
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def logical_cpus(count: int) -> list[str]:
@@ -58,13 +61,13 @@ def compare(path: str, optimizer: str, strategy) -> dict:
         two runs), ``max_change`` (largest change of a weight in training) and
         ``replicas``.
     """
-    import keras
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import common
+    import keras
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()}")
+    if problem := common.batch_split_problem(strategy.num_replicas_in_sync):
+        raise ValueError(f"{strategy.num_replicas_in_sync} replicas: {problem}")
     inputs, targets = common.make_data()
     one_device = common.train_on_one_device(path, optimizer)
 
@@ -79,12 +82,21 @@ def compare(path: str, optimizer: str, strategy) -> dict:
 
 def main() -> None:
     """Command line: print the comparison for each path asked for."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent", "both"), default="both")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--replicas", type=int, default=2, help="logical CPUs; 0: real devices")
+    parser.add_argument(
+        "--replicas",
+        type=common.integer_at_least(0),
+        default=2,
+        help="logical CPUs, a divisor of the batch of 8; 0: the real devices",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per path")
     arguments = parser.parse_args()
+    if arguments.replicas > 0 and (problem := common.batch_split_problem(arguments.replicas)):
+        parser.error(f"--replicas: {problem}")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     devices = logical_cpus(arguments.replicas) if arguments.replicas > 0 else None
     import tensorflow as tf

@@ -8,6 +8,9 @@ of two machines::
                 "task": {"type": "worker", "index": 1}}' \\
         KERAS_BACKEND=tensorflow python tf_multi_worker.py --worker --out weights
 
+(The number of workers must divide the global batch of 8; the chief saves its final
+weights in the ``--out`` folder, created if missing.)
+
 Every worker runs the same script: the model is built inside the strategy's scope
 and trained by a TensorFlow loop in which each worker takes its share of every batch
 (``model.fit`` fails with this strategy in Keras 3.15: see ``train_custom_loop``). Without
@@ -85,20 +88,45 @@ def train_custom_loop(model, strategy, inputs, targets, optimizer: str, shard) -
         )
 
 
+def worker_shard() -> tuple[int, int]:
+    """This worker's index and the number of workers, from ``TF_CONFIG``.
+
+    Raises
+    ------
+    ValueError
+        When ``TF_CONFIG`` is missing or unreadable, or its workers do not split the
+        global batch.
+    """
+    import common
+
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("--worker needs TF_CONFIG (the cluster and this worker's place in it)")
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+        shard = (int(config["task"]["index"]), len(config["cluster"]["worker"]))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"TF_CONFIG: expected {{'cluster': {{'worker': [...]}}, 'task': {{'index': N}}}}: "
+            f"{error!r}"
+        ) from None
+    if problem := common.batch_split_problem(shard[1]):
+        raise ValueError(f"TF_CONFIG: {problem}")
+    return shard
+
+
 def run_worker(path: str, optimizer: str, out: str, loop: str = "custom") -> None:
     """Train as one worker of the cluster in ``TF_CONFIG``; the chief (index 0) saves
-    the final weights to ``out/PATH.npz``.
+    the final weights to ``out/PATH.npz`` (the folder must exist).
 
     ``loop="fit"`` trains with ``model.fit`` instead of :func:`train_custom_loop`: with
     two workers or more, it fails in Keras 3.15 (see :func:`train_custom_loop`).
     """
+    shard = worker_shard()
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import common
     import numpy as np
     import tensorflow as tf
 
-    config = json.loads(os.environ["TF_CONFIG"])
-    shard = (config["task"]["index"], len(config["cluster"]["worker"]))
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     inputs, targets = common.make_data()
     with strategy.scope():
@@ -157,18 +185,36 @@ def compare(
 
 def main() -> None:
     """Command line: a worker (``--worker``), or the local two-worker comparison."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent"), default="parallel")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--worker", action="store_true", help="run as a worker of TF_CONFIG")
-    parser.add_argument("--out", help="folder for the chief's weights (with --worker)")
-    parser.add_argument("--workers", type=int, default=2, help="local workers to start")
+    parser.add_argument("--out", help="folder for the chief's weights (needed with --worker)")
+    parser.add_argument(
+        "--workers",
+        type=common.integer_at_least(1),
+        default=2,
+        help="local workers to start, a divisor of the batch of 8",
+    )
     parser.add_argument(
         "--loop", choices=("custom", "fit"), default="custom", help="fit fails in Keras 3.15"
     )
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     arguments = parser.parse_args()
+    if problem := common.batch_split_problem(arguments.workers):
+        parser.error(f"--workers: {problem}")
+    if not arguments.worker and arguments.out is not None:
+        parser.error("--out is only used with --worker")
     if arguments.worker:
+        if arguments.out is None:
+            parser.error("--out is required with --worker (the folder for the weights)")
+        try:
+            worker_shard()
+        except ValueError as error:
+            parser.error(str(error))
+        common.make_output_folder(parser, arguments.out)
         run_worker(arguments.path, arguments.optimizer, arguments.out, arguments.loop)
         return
     result = compare(arguments.path, arguments.optimizer, arguments.workers, loop=arguments.loop)

@@ -124,8 +124,8 @@ def compare(paths: list[str], optimizer: str, processes: int = 2) -> list[dict]:
 
     if keras.backend.backend() != "torch":
         raise RuntimeError(f"needs KERAS_BACKEND=torch, not {keras.backend.backend()}")
-    if common.BATCH % processes:
-        raise ValueError(f"the batch of {common.BATCH} does not split into {processes}")
+    if problem := common.batch_split_problem(processes):
+        raise ValueError(problem)
     inputs, targets = common.make_data()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -152,12 +152,21 @@ def compare(paths: list[str], optimizer: str, processes: int = 2) -> list[dict]:
 
 def main() -> None:
     """Command line: print the comparison for each path asked for."""
+    import common
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", choices=("parallel", "recurrent", "both"), default="both")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--processes",
+        type=common.integer_at_least(1),
+        default=2,
+        help="DDP processes, a divisor of the batch of 8",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line per path")
     arguments = parser.parse_args()
+    if problem := common.batch_split_problem(arguments.processes):
+        parser.error(f"--processes: {problem}")
     paths = ("parallel", "recurrent") if arguments.path == "both" else (arguments.path,)
     for result in compare(paths, arguments.optimizer, arguments.processes):
         path = result["path"]
