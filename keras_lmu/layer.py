@@ -397,6 +397,9 @@ class LMU(keras.layers.Layer):
         self.reset_state()
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
+        # As ``__call__`` converts them: ``stateless_call`` calls ``call`` directly, and
+        # the step-by-step loop layer takes tensors only.
+        inputs = self.dtype_policy.convert_input(inputs, self.autocast, self.input_dtype)
         validation.sequence_and_mask(self.name, inputs, mask)
         validation.length_fixed_when_traced(self.name, self._built_steps, inputs)
         if self.go_backwards:

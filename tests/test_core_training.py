@@ -192,6 +192,22 @@ def test_trainable_A_and_B_start_from_legendre_and_learn(rng, form):
     )
 
 
+@pytest.mark.parametrize("hidden_to_memory", [False, True])  # in parallel, step by step
+def test_stateless_call_takes_numpy_inputs(rng, hidden_to_memory):
+    """``stateless_call`` (how JAX takes gradients of a layer's weights) calls ``call``
+    directly, without ``__call__``'s conversion of the inputs: the step-by-step form
+    refused a NumPy array ("Only input tensors may be passed as positional arguments")."""
+    layer = keras_lmu.LMU(
+        1, 4, 10.0, keras.layers.Dense(3), trainable_theta=True, hidden_to_memory=hidden_to_memory
+    )
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(layer(x))
+    trainable = [variable.value for variable in layer.trainable_variables]
+    non_trainable = [variable.value for variable in layer.non_trainable_variables]
+    output, _ = layer.stateless_call(trainable, non_trainable, x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(output), expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.usefixtures("exact_floatx")
 @pytest.mark.parametrize("discretizer", ["zoh", "euler"])
 def test_recurrent_lmu_discretizes_once_per_sequence_with_same_gradients(rng, discretizer):
