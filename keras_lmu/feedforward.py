@@ -54,9 +54,12 @@ class LMUFeedforward(LegendreMemory):
         :func:`keras_lmu.ops.chunked_linear_recurrence`).
     truncate_ir : float or None
         With ``conv_mode="raw"``, drop the tail of the impulse response holding
-        less than this share of its total magnitude (None keeps it all). Not where
-        the length is unknown while tracing: the memory is then computed step by
-        step, exactly.
+        less than this share of its total magnitude over the sequence's steps
+        (:func:`keras_lmu.legendre.truncation_length`; so where it is cut depends on
+        the sequence's length), None keeps it all. Only a fixed memory's response
+        (not with trainable ``theta``, ``A``, ``B`` or ``memory_to_memory``, whose
+        response is computed in the graph), and not where the length is unknown
+        while tracing: the memory is then computed step by step, exactly.
     trainable_theta, memory_to_memory, recurrent_initializer,
     recurrent_regularizer, recurrent_dropout, trainable_A, trainable_B, seed
         As in :class:`LMUCell`. With trainable parameters the impulse response is

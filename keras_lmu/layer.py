@@ -63,7 +63,7 @@ SCAN_MIN_STEPS = {"torch": 257}
 #: 0.85-0.93 at 2048, 1.05-1.08 at 4096; order 192: 0.73, 0.79, 1.05, 1.09; order 128:
 #: 0.88-0.91 at 512, 1.09-1.21 at 1024, 1.25-1.52 beyond; order 64: 1.21 at 1024.
 #: TensorFlow, with its FFT's gradient computed in pieces (``keras_lmu.tf_fft``), takes
-#: the scan from ``size**2 / 64`` steps on (1,024 at size 256, 256 at 128, 64 at 64;
+#: the scan above ``size**2 / 64`` steps (from 1,025 at size 256, 257 at 128, 65 at 64;
 #: below, the FFT, or the direct convolution up to ``DIRECT_CONVOLUTION_MAX_STEPS``).
 #: fft/scan at memory_d 1, batch 16 (``parallel.py --backend tensorflow --threads 1
 #: --cases scan --scan-orders ... --scan-steps ...``: scan-tensorflow-orders-*.json):
@@ -155,7 +155,10 @@ class LMU(keras.layers.Layer):
         over time is used instead, in every mode.
     truncate_ir : float or None
         Share of the impulse response's magnitude that ``conv_mode="raw"`` may drop
-        from its tail; None (the default) never truncates.
+        from its tail (as in :class:`LMUFeedforward`); None (the default) never
+        truncates. Only an explicit ``conv_mode="raw"`` truncates, not ``"auto"``
+        where it picks the direct convolution, and only a fixed memory's response;
+        elsewhere the layer warns that it has no effect.
     trainable_A, trainable_B : bool
         As in :class:`LMUCell`.
     return_state : bool
@@ -246,6 +249,45 @@ class LMU(keras.layers.Layer):
         self._input_d = input_d  # the number of input features, once known
         self._built_steps = None  # the sequence length it was built for, if fixed
         self._warned_states_dropped = False
+        self._warn_of_form_options_without_effect()
+
+    def _warn_of_form_options_without_effect(self) -> None:
+        """Warn where ``conv_mode`` or ``truncate_ir``, which choose how a parallel memory
+        is computed, would do nothing: only an explicit ``conv_mode="raw"`` truncates
+        (``"auto"`` keeps every form it picks exact, so that the outputs do not depend on
+        the backend or the sequence length), and a fixed memory's only."""
+        template = self._template
+        given = []
+        if self.conv_mode != "auto":
+            given.append(f"conv_mode={self.conv_mode!r}")
+        if self.truncate_ir is not None:
+            given.append(f"truncate_ir={self.truncate_ir!r}")
+        if not given:
+            return
+        if not self.uses_parallel_form():
+            problem = (
+                f"{' and '.join(given)} {'have' if len(given) > 1 else 'has'} no effect: this "
+                "LMU computes its memory step by step (hidden_to_memory, or a "
+                "memory_to_memory memory that it does not compute in parallel on the "
+                f"{keras.backend.backend()} backend: see uses_parallel_form)"
+            )
+        elif self.truncate_ir is None:
+            return
+        elif self.conv_mode != "raw":
+            problem = (
+                f"truncate_ir={self.truncate_ir!r} has no effect with "
+                f"conv_mode={self.conv_mode!r}: only conv_mode='raw' truncates the impulse "
+                "response ('auto' computes the memory exactly, whichever form it picks)"
+            )
+        elif template.has_trainable_system or template.memory_to_memory:
+            problem = (
+                f"truncate_ir={self.truncate_ir!r} has no effect: the impulse response of a "
+                "memory with trainable theta, A or B, or with memory_to_memory, is computed "
+                "whole"
+            )
+        else:
+            return
+        warnings.warn(f"{self.name}: {problem}", stacklevel=4)
 
     def __setattr__(self, name, value):
         # The template cell only validates arguments: keep it out of Keras's tracking.
@@ -332,7 +374,8 @@ class LMU(keras.layers.Layer):
                 hidden_cell=hidden_cell,
                 return_sequences=self.return_sequences,
                 conv_mode=conv_mode,
-                truncate_ir=self.truncate_ir,
+                # Only an explicit "raw" truncates: "auto" may pick it at some lengths.
+                truncate_ir=self.truncate_ir if self.conv_mode == "raw" else None,
                 dtype=self.dtype_policy,
                 **config,
             )

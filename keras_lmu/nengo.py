@@ -439,12 +439,11 @@ def _check_lmu_options(lmu) -> None:
             f"from_keras does not support LMUs with stateful=True ({lmu.name!r}): the "
             "network starts every sequence from a zero memory; convert a stateless copy"
         )
-    if lmu.truncate_ir is not None and lmu.conv_mode in ("auto", "raw"):
+    if lmu.truncate_ir is not None and lmu.conv_mode == "raw":
         # the network computes the exact memory; the LMU may drop its response's tail
         raise ValueError(
             f"from_keras does not support LMUs with truncate_ir={lmu.truncate_ir!r} "
-            f"(conv_mode={lmu.conv_mode!r} may truncate the impulse response): use "
-            "truncate_ir=None"
+            "(conv_mode='raw' may truncate the impulse response): use truncate_ir=None"
         )
 
 

@@ -1,5 +1,6 @@
 """LMUFeedforward specifics: impulse response, truncation, unknown lengths, last step."""
 
+import re
 import warnings
 
 import keras
@@ -51,6 +52,52 @@ def test_lmu_never_truncates_by_default():
     layer = keras_lmu.LMU(1, 6, 10.0, None, conv_mode="raw", return_sequences=True)
     layer(np.zeros((1, 300, 1), "float32"))
     assert len(layer.layer.impulse_response) == 300
+
+
+def test_lmu_truncates_only_with_conv_mode_raw_given(rng):
+    """With ``conv_mode="auto"`` the direct convolution, picked at some lengths on some
+    backends, truncated too: the first 64 outputs of 64 and 65 steps differed by 0.52 on
+    JAX. Now ``truncate_ir`` applies with an explicit ``"raw"`` only; elsewhere the
+    layer warns that it has no effect."""
+    x = rng.standard_normal((1, 65, 1)).astype("float32")
+    with pytest.warns(UserWarning, match="truncate_ir=0.05 has no effect with conv_mode='auto'"):
+        auto = keras_lmu.LMU(1, 300, 40.0, None, return_sequences=True, truncate_ir=0.05)
+    exact = keras_lmu.LMU(1, 300, 40.0, None, return_sequences=True, conv_mode="fft")
+    exact(x)
+    auto(x)
+    exact.set_weights(auto.get_weights())
+    for steps in (64, 65):  # the direct convolution (JAX), the FFT
+        assert_close(auto(x[:, :steps]), exact(x[:, :steps]), tolerance=1e-5)
+    truncated = keras_lmu.LMU(
+        1, 300, 40.0, None, return_sequences=True, conv_mode="raw", truncate_ir=0.05
+    )
+    truncated(x)
+    truncated.set_weights(auto.get_weights())
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(truncated(x)), keras.ops.convert_to_numpy(exact(x)), atol=1e-2
+    )
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(conv_mode="fft", hidden_to_memory=True), "conv_mode='fft' has no effect: this LMU"),
+        (
+            dict(conv_mode="raw", truncate_ir=0.1, hidden_to_memory=True),
+            "conv_mode='raw' and truncate_ir=0.1 have no effect: this LMU computes its memory "
+            "step by step",
+        ),
+        (dict(conv_mode="scan", truncate_ir=0.1), "truncate_ir=0.1 has no effect with conv_mode"),
+        (
+            dict(conv_mode="raw", truncate_ir=0.1, trainable_theta=True),
+            "truncate_ir=0.1 has no effect: the impulse response of a memory with trainable",
+        ),
+    ],
+)
+def test_lmu_warns_of_form_options_without_effect(options, message):
+    hidden = keras.layers.SimpleRNNCell(3) if options.get("hidden_to_memory") else None
+    with pytest.warns(UserWarning, match=re.escape(message)):
+        keras_lmu.LMU(1, 6, 10.0, hidden, **options)
 
 
 @pytest.mark.usefixtures("exact_floatx")
