@@ -192,8 +192,9 @@ class LegendreMemory(keras.layers.Layer):
     def _check_hidden_output(self, input_d: int) -> None:
         """Refuse a hidden component whose output the LMU cannot use.
 
-        A layer without state must output ``(batch, features)`` for its
-        ``(batch, memory_d * order [+ input_d])`` input. With ``hidden_to_memory``, an RNN
+        A cell or layer built already must have been built for its input
+        ``(batch, memory_d * order [+ input_d])``, and a layer without state must output
+        ``(batch, features)`` for it. With ``hidden_to_memory``, an RNN
         cell's previous output ``h_{t-1}`` is read from its states: the first (Keras's
         cells return their output as their first state; a ``StackedRNNCells``, its last
         cell's), which must then be of the output's size.
@@ -201,6 +202,15 @@ class LegendreMemory(keras.layers.Layer):
         cell = self.hidden_cell
         if cell is None:
             return
+        input_size = self._hidden_input_size(input_d)
+        first = cell.cells[0] if isinstance(cell, keras.layers.StackedRNNCells) else cell
+        kernel = getattr(first, "kernel", None) if cell.built else None
+        if kernel is not None and len(kernel.shape) == 2 and kernel.shape[0] != input_size:
+            raise ValueError(
+                f"hidden_cell {cell.name!r} was built for inputs of {kernel.shape[0]} "
+                f"features, but this LMU gives it {input_size} (memory_d * order"
+                f"{' + input_d' if self.input_to_hidden else ''})"
+            )
         if self._hidden_is_rnn_cell:
             if not self.hidden_to_memory:
                 return
@@ -216,7 +226,7 @@ class LegendreMemory(keras.layers.Layer):
                     "first state is its output, or hidden_to_memory=False"
                 )
             return
-        input_shape = (None, self._hidden_input_size(input_d))
+        input_shape = (None, input_size)
         try:
             shape = tuple(cell.compute_output_shape(input_shape))
         except NotImplementedError:

@@ -204,6 +204,19 @@ def test_hidden_layer_must_output_batch_by_features(layer, hidden):
         _sequence_layer(layer, hidden)(x)
 
 
+@pytest.mark.parametrize("layer", ["LMU", "LMUFeedforward", "RNN(LMUCell)"])
+@pytest.mark.parametrize("stacked", [False, True], ids=["simple", "stacked"])
+def test_hidden_cell_built_for_another_input_size_is_refused(layer, stacked):
+    """(It failed inside a matrix product.) The memory gives it 2 * 3 = 6 features."""
+    hidden = keras.layers.SimpleRNNCell(4)
+    if stacked:
+        hidden = keras.layers.StackedRNNCells([keras.layers.GRUCell(4), keras.layers.LSTMCell(3)])
+    hidden.build((None, 10))
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    with pytest.raises(ValueError, match="was built for inputs of 10 features, but this LMU"):
+        _sequence_layer(layer, hidden)(x)
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_hidden_cell_without_state_size_is_refused(cls):
     with pytest.raises(TypeError, match="takes states in its call but has no state_size"):
