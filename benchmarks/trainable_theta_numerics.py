@@ -28,7 +28,7 @@ import subprocess
 import sys
 
 import numpy as np
-from parallel import positive_float, positive_int
+from parallel import BACKENDS, positive_float, positive_int
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,9 +63,7 @@ def memory_error(order: int, theta: float, scale: float, steps: int) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--backend", choices=("jax", "tensorflow", "torch"), help="re-run with KERAS_BACKEND set"
-    )
+    parser.add_argument("--backend", choices=BACKENDS, help="re-run with KERAS_BACKEND set")
     parser.add_argument("--orders", type=positive_int, nargs="+", default=[64, 256, 1024])
     parser.add_argument(
         "--thetas", type=positive_float, nargs="+", default=[100, 1000, 10000, 100000]
